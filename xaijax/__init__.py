@@ -1,0 +1,9 @@
+"""xaijax: visual explanations of image CNNs in JAX/Flax."""
+
+__version__ = "0.1.0"
+
+from xaijax import models
+from xaijax import nn
+from xaijax import methods
+from xaijax.methods import Explanation
+from xaijax.methods import explain

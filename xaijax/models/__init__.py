@@ -1,0 +1,14 @@
+"""Model zoo: Flax (linen) CNNs with named taps, preprocessing and ImageNet labels."""
+
+from xaijax.models.base import Model
+from xaijax.models.base import ModelSpec
+from xaijax.models.base import available
+from xaijax.models.base import build
+from xaijax.models.base import check_finite
+from xaijax.models.base import check_input
+from xaijax.models.base import get
+from xaijax.models.base import images_from_normalised
+from xaijax.models.base import preprocess
+from xaijax.models.base import register
+from xaijax.models import small_cnn as _small_cnn  # noqa: F401  (registers)
+from xaijax.models import vgg as _vgg  # noqa: F401  (registers)

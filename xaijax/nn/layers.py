@@ -1,0 +1,295 @@
+"""Layer modules of the xaijax zoo.
+
+Every layer is a small linen module whose math lives in a pure ``forward(params, *inputs)``
+method (decorated with :func:`flax.linen.nowrap`), so the intervention layer
+(:mod:`xaijax.nn.intercept`) can
+
+* record or edit the layer's output (a *tap*, named by the ``tap`` attribute), and
+* replace the layer's backward pass with a rule (a ``jax.custom_vjp`` function that calls
+  ``forward`` with the layer's parameters),
+
+without editing the model. Tap names follow the torchvision module paths of the reference
+architectures (``features.29``, ``layer4.1.relu2``), which is what the parity tests hook.
+
+All layers take NHWC inputs, hold their parameters in torchvision-compatible shapes transposed to
+JAX conventions (``kernel``: HWIO, dense ``kernel``: (in, out)), and run in inference mode only:
+BatchNorm uses its running statistics and dropout is the identity.
+
+A user's own linen model gets rule-level access (guided backprop, LRP, FGVis defense, stride
+fix) by building its nonlinearities and pooling from these modules instead of ``nn.relu`` or
+``nn.max_pool``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _pair(v: IntPair) -> Tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return tuple(int(a) for a in v)  # type: ignore[return-value]
+
+
+class Layer(nn.Module):
+    """Base class: a layer with pure ``forward`` math and an optional tap name."""
+
+    tap: Optional[str] = None
+
+    @nn.nowrap
+    def forward(self, params: dict, *xs: Array) -> Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @nn.nowrap
+    def get_params(self, *xs: Array) -> dict:
+        return {}
+
+    @nn.compact
+    def __call__(self, *xs: Array) -> Array:
+        return self.forward(self.get_params(*xs), *xs)
+
+
+# --------------------------------------------------------------------------------------------
+# linear layers
+
+
+class Conv(Layer):
+    """2-D convolution with torch semantics (symmetric integer padding, groups, dilation)."""
+
+    features: int = 1
+    kernel_size: IntPair = 3
+    strides: IntPair = 1
+    padding: IntPair = 0
+    groups: int = 1
+    dilation: IntPair = 1
+    use_bias: bool = True
+
+    @nn.nowrap
+    def get_params(self, x: Array) -> dict:
+        kh, kw = _pair(self.kernel_size)
+        cin = x.shape[-1]
+        fan_in = cin // self.groups * kh * kw
+        bound = 1.0 / math.sqrt(fan_in)
+        init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+        p = {"kernel": self.param("kernel", init, (kh, kw, cin // self.groups, self.features))}
+        if self.use_bias:
+            p["bias"] = self.param(
+                "bias", lambda k, s: jax.random.uniform(k, s, minval=-bound, maxval=bound),
+                (self.features,))
+        return p
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        ph, pw = _pair(self.padding)
+        y = lax.conv_general_dilated(
+            x, params["kernel"], window_strides=_pair(self.strides),
+            padding=((ph, ph), (pw, pw)), rhs_dilation=_pair(self.dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups,
+            precision=lax.Precision.HIGHEST)
+        if "bias" in params:
+            y = y + params["bias"]
+        return y
+
+
+class Dense(Layer):
+    """Fully connected layer; ``kernel`` is (in, out)."""
+
+    features: int = 1
+    use_bias: bool = True
+
+    @nn.nowrap
+    def get_params(self, x: Array) -> dict:
+        fan_in = x.shape[-1]
+        bound = 1.0 / math.sqrt(fan_in)
+        uni = lambda k, s: jax.random.uniform(k, s, minval=-bound, maxval=bound)
+        p = {"kernel": self.param("kernel", uni, (fan_in, self.features))}
+        if self.use_bias:
+            p["bias"] = self.param("bias", uni, (self.features,))
+        return p
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        y = jnp.dot(x, params["kernel"], precision=lax.Precision.HIGHEST)
+        if "bias" in params:
+            y = y + params["bias"]
+        return y
+
+
+class BatchNorm(Layer):
+    """Inference-mode batch normalisation with torch's parameter names mapped to
+    ``scale``/``bias``/``mean``/``var`` (all in the ``params`` collection)."""
+
+    epsilon: float = 1e-5
+
+    @nn.nowrap
+    def get_params(self, x: Array) -> dict:
+        c = x.shape[-1]
+        return {
+            "scale": self.param("scale", nn.initializers.ones, (c,)),
+            "bias": self.param("bias", nn.initializers.zeros, (c,)),
+            "mean": self.param("mean", nn.initializers.zeros, (c,)),
+            "var": self.param("var", nn.initializers.ones, (c,)),
+        }
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        inv = params["scale"] / jnp.sqrt(params["var"] + self.epsilon)
+        return (x - params["mean"]) * inv + params["bias"]
+
+
+# --------------------------------------------------------------------------------------------
+# nonlinearities
+
+
+class Nonlinearity(Layer):
+    """Marker base class of element-wise nonlinearities (rules and the FGVis filter use it)."""
+
+
+class ReLU(Nonlinearity):
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        return jnp.maximum(x, 0.0)
+
+
+class ReLU6(Nonlinearity):
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        return jnp.clip(x, 0.0, 6.0)
+
+
+# --------------------------------------------------------------------------------------------
+# pooling and structure
+
+
+def _pool_pads(size: int, k: int, s: int, p: int, ceil_mode: bool) -> Tuple[int, int]:
+    """Left/right padding reproducing torch's output size rule (incl. ceil_mode)."""
+    if ceil_mode:
+        out = -(-(size + 2 * p - k) // s) + 1
+        if (out - 1) * s >= size + p:  # torch: last window must start inside input or left pad
+            out -= 1
+    else:
+        out = (size + 2 * p - k) // s + 1
+    right = max((out - 1) * s + k - size - p, 0)
+    return p, right
+
+
+class MaxPool(Layer):
+    window: IntPair = 2
+    strides: Optional[IntPair] = None
+    padding: IntPair = 0
+    ceil_mode: bool = False
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        k = _pair(self.window)
+        s = _pair(self.strides if self.strides is not None else self.window)
+        p = _pair(self.padding)
+        pads = [(0, 0)] + [_pool_pads(x.shape[1 + i], k[i], s[i], p[i], self.ceil_mode)
+                           for i in range(2)] + [(0, 0)]
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, *k, 1), (1, *s, 1), pads)
+
+
+class AvgPool(Layer):
+    window: IntPair = 2
+    strides: Optional[IntPair] = None
+    padding: IntPair = 0
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        k = _pair(self.window)
+        s = _pair(self.strides if self.strides is not None else self.window)
+        p = _pair(self.padding)
+        pads = [(0, 0)] + [_pool_pads(x.shape[1 + i], k[i], s[i], p[i], self.ceil_mode)
+                           for i in range(2)] + [(0, 0)]
+        total = lax.reduce_window(x, 0.0, lax.add, (1, *k, 1), (1, *s, 1), pads)
+        if self.count_include_pad:
+            # torch counts the explicit padding but not the extra ceil_mode overhang
+            ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
+            ones = jnp.pad(ones, [(0, 0), (p[0], p[0]), (p[1], p[1]), (0, 0)], constant_values=1.0)
+            pads2 = [(0, 0)] + [(0, pads[1 + i][1] - p[i]) for i in range(2)] + [(0, 0)]
+            count = lax.reduce_window(ones, 0.0, lax.add, (1, *k, 1), (1, *s, 1), pads2)
+        else:
+            ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
+            count = lax.reduce_window(ones, 0.0, lax.add, (1, *k, 1), (1, *s, 1), pads)
+        return total / count
+
+
+def adaptive_bins(size: int, out: int) -> Sequence[Tuple[int, int]]:
+    """torch's adaptive pooling bins: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+class AdaptiveAvgPool(Layer):
+    """torch ``AdaptiveAvgPool2d``; written as a (static) averaging matrix per axis so it is a
+    linear map that every rule sees as such."""
+
+    output_size: IntPair = 1
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        oh, ow = _pair(self.output_size)
+        h, w = x.shape[1], x.shape[2]
+        if (oh, ow) == (1, 1):
+            return jnp.mean(x, axis=(1, 2), keepdims=True)
+        if (h, w) == (oh, ow):
+            return x
+
+        def mat(size, out):
+            m = [[0.0] * size for _ in range(out)]
+            for i, (a, b) in enumerate(adaptive_bins(size, out)):
+                for j in range(a, b):
+                    m[i][j] = 1.0 / (b - a)
+            return jnp.asarray(m, x.dtype)
+
+        return jnp.einsum("ph,qw,nhwc->npqc", mat(h, oh), mat(w, ow), x,
+                          precision=lax.Precision.HIGHEST)
+
+
+class Flatten(Layer):
+    """Flatten in torch's NCHW order so converted classifier weights apply unchanged."""
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+
+
+class Add(Layer):
+    """Residual sum of its inputs (a module so LRP/DeepLIFT can give it a rule)."""
+
+    @nn.nowrap
+    def forward(self, params: dict, *xs: Array) -> Array:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class Concat(Layer):
+    """Channel concatenation (Inception branches)."""
+
+    @nn.nowrap
+    def forward(self, params: dict, *xs: Array) -> Array:
+        return jnp.concatenate(xs, axis=-1)
+
+
+class Identity(Layer):
+    """A named point in the network (a tap with no computation)."""
+
+    @nn.nowrap
+    def forward(self, params: dict, x: Array) -> Array:
+        return x
+
+
+LINEAR_TYPES = (Conv, Dense)
+POOL_TYPES = (MaxPool, AvgPool, AdaptiveAvgPool)
