@@ -1,0 +1,75 @@
+"""Shared test utilities: torch/xaijax model pairs with identical weights, layout helpers and
+the relative tolerance used by every parity test."""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+
+import xaijax as xj
+
+# torchvision constructor names for zoo models; extended as the zoo grows
+_TORCHVISION = {
+    "vgg16": "vgg16",
+    "alexnet": "alexnet",
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "googlenet": "googlenet",
+}
+
+
+def to_nhwc(x):
+    return jnp.asarray(np.asarray(x).transpose(0, 2, 3, 1))
+
+
+def to_nchw(x):
+    return np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))
+
+
+def assert_rel_close(actual, expected, rtol=1e-4, what=""):
+    """max |actual - expected| <= rtol * max |expected| (float32 parity metric)."""
+    a = np.asarray(actual, np.float64)
+    e = np.asarray(expected, np.float64)
+    assert a.shape == e.shape, f"{what} shape {a.shape} != {e.shape}"
+    scale = np.abs(e).max()
+    err = np.abs(a - e).max()
+    assert err <= rtol * scale + 1e-30, (
+        f"{what} max abs diff {err:.3g} > {rtol:g} x max |ref| {scale:.3g} "
+        f"(relative {err / max(scale, 1e-30):.3g})")
+
+
+@functools.lru_cache(maxsize=None)
+def torch_pair(name: str, seed: int = 0):
+    """(torch model in eval mode, xaijax Model) sharing the same random weights."""
+    import torch
+    import torchvision
+
+    from converters import state_dict_to_variables
+
+    torch.manual_seed(seed)
+    kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    tm = getattr(torchvision.models, _TORCHVISION[name])(weights=None, **kwargs).eval()
+    _randomise_bn(tm, seed)
+    model = xj.models.get(name)
+    sd = {k: v.detach().cpu().numpy() for k, v in tm.state_dict().items()}
+    return tm, model.replace_variables(state_dict_to_variables(model, sd))
+
+
+def _randomise_bn(tm, seed):
+    """Give BatchNorm layers non-trivial running statistics and affine parameters so the
+    parity tests exercise them (torchvision's init leaves them at identity)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in tm.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.1 * torch.randn(c, generator=g))
