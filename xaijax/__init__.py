@@ -4,6 +4,8 @@ __version__ = "0.1.0"
 
 from xaijax import models
 from xaijax import nn
+from xaijax import viz
+from xaijax import data
 from xaijax import methods
 from xaijax.methods import Explanation
 from xaijax.methods import explain

@@ -1,0 +1,188 @@
+"""The ``xaijax`` command.
+
+``xaijax explain IMAGE... --model NAME [--weights FILE] --method NAME [--target K|top1]
+--out FILE.png`` writes an overlay of the explanation over each photo (several images go into
+one grid). IMAGE is a file path or the name of a bundled photo (``chelsea``, ``coffee``, ...).
+``xaijax methods`` and ``xaijax models`` list what is available; ``xaijax convert`` converts a
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _parse_opts(items: Sequence[str]) -> Dict[str, Any]:
+    opts = {}
+    for it in items or ():
+        if "=" not in it:
+            raise SystemExit(f"xaijax: --opt expects KEY=VALUE; got {it!r}")
+        k, v = it.split("=", 1)
+        opts[k.strip()] = _parse_value(v.strip())
+    return opts
+
+
+def _load_images(paths: Sequence[str]) -> List[Any]:
+    from PIL import Image
+
+    from xaijax.data.images import SAMPLE_NAMES, image_path
+
+    out = []
+    for p in paths:
+        if os.path.exists(p):
+            try:
+                out.append(Image.open(p).convert("RGB"))
+            except OSError as e:
+                raise SystemExit(f"xaijax: cannot read image {p!r}: {e}")
+        elif p in SAMPLE_NAMES:
+            out.append(Image.open(image_path(p)).convert("RGB"))
+        else:
+            raise SystemExit(f"xaijax: no such image file {p!r} (bundled photos: "
+                             f"{', '.join(SAMPLE_NAMES)})")
+    return out
+
+
+def _target(text: str):
+    if text == "top1":
+        return "top1"
+    v = _parse_value(text)
+    if isinstance(v, int):
+        return v
+    return text  # a class name
+
+
+def cmd_explain(args) -> int:
+    import jax
+    import numpy as np
+
+    import xaijax as xj
+
+    t0 = time.time()
+    if args.weights and args.random:
+        raise SystemExit("xaijax: give --weights FILE or --random, not both")
+    pretrained = not args.weights and not args.random
+    try:
+        model = xj.models.get(args.model, pretrained=pretrained, weights=args.weights,
+                              seed=args.seed)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise SystemExit(f"xaijax: {e}")
+    images = _load_images(args.images)
+    x = xj.models.preprocess(model, images)
+    opts = _parse_opts(args.opt)
+    info = xj.methods.info(args.method)
+    params = inspect.signature(info.fn).parameters
+    if "key" in params and "key" not in opts:
+        opts["key"] = jax.random.PRNGKey(args.seed)
+    if "tap" in opts and isinstance(opts["tap"], (int, float)):
+        opts["tap"] = str(opts["tap"])
+    target = _target(args.target)
+    heatmaps, targets = [], []
+    bs = max(1, args.batch_size)
+    try:
+        from tqdm import tqdm
+        it = tqdm(range(0, x.shape[0], bs), desc=f"{args.method}", unit="batch",
+                  disable=x.shape[0] <= bs or not sys.stderr.isatty())
+    except ImportError:  # pragma: no cover
+        it = range(0, x.shape[0], bs)
+    for s in it:
+        ex = xj.explain(model, x[s:s + bs], target, method=args.method, **opts)
+        heatmaps.append(np.asarray(ex.heatmap))
+        targets.append(np.asarray(ex.target))
+    heat = np.concatenate(heatmaps)
+    tgt = np.concatenate(targets)
+    photos = xj.models.images_from_normalised(model, x)
+    panels = [xj.viz.overlay(photos[i], heat[i], alpha=args.alpha, cmap=args.cmap)
+              for i in range(len(images))]
+    img = panels[0] if len(panels) == 1 else xj.viz.grid(panels, cols=min(4, len(panels)))
+    xj.viz.save_image(args.out, img)
+    names = _class_names(model, tgt)
+    for p, t, n in zip(args.images, tgt, names):
+        print(f"{p}: target {int(t)}{' (' + n + ')' if n else ''}")
+    print(f"wrote {args.out} ({args.method}, {args.model}, {time.time() - t0:.1f}s)")
+    return 0
+
+
+def _class_names(model, targets) -> List[str]:
+    if getattr(model.spec, "labels", None) != "imagenet":
+        return [""] * len(targets)
+    try:
+        from xaijax.models.labels import class_name
+    except ImportError:  # labels not available
+        return [""] * len(targets)
+    return [class_name(int(t)) for t in targets]
+
+
+def cmd_methods(args) -> int:
+    import xaijax as xj
+
+    for name in xj.methods.available():
+        inf = xj.methods.info(name)
+        print(f"{name:24s} [{inf.needs}] {inf.summary}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    import xaijax as xj
+
+    for name in xj.models.available():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xaijax", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("explain", help="explain images and write an overlay PNG")
+    e.add_argument("images", nargs="+", help="image files or bundled photo names (chelsea, ...)")
+    e.add_argument("--model", default="efficientnet_lite0")
+    e.add_argument("--weights", default=None, help="checkpoint (.pth/.safetensors/orbax dir)")
+    e.add_argument("--random", action="store_true", help="random weights (no pretrained)")
+    e.add_argument("--method", default="gradient")
+    e.add_argument("--target", default="top1", help="class index, class name or top1")
+    e.add_argument("--out", required=True, help="output .png/.jpg")
+    e.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option (repeatable), e.g. --opt steps=64")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--alpha", type=float, default=0.5)
+    e.add_argument("--cmap", default=None)
+    e.set_defaults(func=cmd_explain)
+
+    m = sub.add_parser("methods", help="list explanation methods")
+    m.set_defaults(func=cmd_methods)
+    mo = sub.add_parser("models", help="list zoo models")
+    mo.set_defaults(func=cmd_models)
+    try:
+        from converters.cli import add_convert_parser
+    except ImportError:
+        add_convert_parser = None
+    if add_convert_parser is not None:
+        add_convert_parser(sub)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError) as e:
+        print(f"xaijax: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
