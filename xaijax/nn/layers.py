@@ -63,12 +63,15 @@ class Layer(nn.Module):
 
 
 class Conv(Layer):
-    """2-D convolution with torch semantics (symmetric integer padding, groups, dilation)."""
+    """2-D convolution with torch semantics (integer padding, groups, dilation).
+
+    ``padding`` is ``p``, ``(ph, pw)`` (symmetric, as torch) or ``((top, bottom), (left,
+    right))`` (asymmetric zero padding, e.g. the static TF-"SAME" padding of EfficientNet)."""
 
     features: int = 1
     kernel_size: IntPair = 3
     strides: IntPair = 1
-    padding: IntPair = 0
+    padding: Any = 0
     groups: int = 1
     dilation: IntPair = 1
     use_bias: bool = True
@@ -89,15 +92,24 @@ class Conv(Layer):
 
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
-        ph, pw = _pair(self.padding)
         y = lax.conv_general_dilated(
             x, params["kernel"], window_strides=_pair(self.strides),
-            padding=((ph, ph), (pw, pw)), rhs_dilation=_pair(self.dilation),
+            padding=_conv_pads(self.padding), rhs_dilation=_pair(self.dilation),
             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups,
             precision=lax.Precision.HIGHEST)
         if "bias" in params:
             y = y + params["bias"]
         return y
+
+
+def _conv_pads(p: Any) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """``p`` | ``(ph, pw)`` | ``((top, bottom), (left, right))`` -> explicit (lo, hi) pairs."""
+    if isinstance(p, int):
+        return ((p, p), (p, p))
+    a, b = p
+    if isinstance(a, int) and isinstance(b, int):
+        return ((a, a), (b, b))
+    return ((int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
 
 
 class Dense(Layer):
