@@ -1,0 +1,541 @@
+"""Activation-based (CAM family) methods: CAM, Grad-CAM, Guided Grad-CAM, Grad-CAM++, Score-CAM,
+Ablation-CAM and FEM (survey §4.6, §5.3).
+
+Every method here combines the feature maps ``A^k`` (``(N, h, w, K)``) of one tap with one weight
+per channel and image, ``L = sum_k w_k A^k``, then
+
+* ReLUs the low-resolution map (all methods but FEM, as their papers do),
+* upsamples it bilinearly to the input size (:func:`xaijax.methods.base.upsample`, torch's
+  ``align_corners=False`` convention), and
+* min-max normalises it to [0, 1] per image only when ``normalize=True`` (FEM's default; the
+  others default to ``False``: DESIGN.md, "CAM-family maps are bilinearly upsampled and ReLU'd,
+  not normalised unless asked").
+
+``extras`` holds ``"low_res"`` (the ReLU'd map at the tap's resolution, ``(N, h, w)``; FEM: the
+un-normalised map) and ``"weights"`` (the channel weights, ``(N, K)``).
+
+The layer is chosen with the static ``tap`` option (any tap with a spatial ``(N, h, w, C)``
+activation, including block outputs of lower layers, or one of the model's aliases; default
+``model.spec.cam_tap``, the last convolutional features). Activations and gradients with respect
+to a tap come from ``model.forward(x, capture=[tap], edits={tap: lambda a: a + delta})``,
+differentiated with respect to ``delta`` at zero. The class score is the target's logit (the
+pre-softmax score ``y^c`` of the Grad-CAM paper).
+
+Score-CAM and Ablation-CAM run one extra forward pass per channel; they are batched in chunks of
+``batch_size`` channels with :func:`jax.lax.map` over the chunks and :func:`jax.vmap` over the
+images, so there is no Python loop over channels and the whole computation is one jitted program.
+
+Comparison with the peer libraries (tested in ``tests/methods/test_cam_parity.py``):
+
+* pytorch-grad-cam min-max normalises every map (``eps = 1e-7``) and resizes it with
+  ``cv2.resize`` (bilinear, half-pixel centres, the same as ours); the tests compare our raw
+  low-resolution maps with its ``get_cam_image`` / ``get_cam_weights`` and our
+  ``normalize=True`` heatmaps with its ``__call__`` output.
+* Captum's ``LayerGradCam`` does not ReLU unless ``relu_attributions=True`` and
+  ``LayerAttribution.interpolate`` / ``GuidedGradCam`` default to nearest-neighbour upsampling;
+  the tests pass ``relu_attributions=True`` and ``interpolate_mode="bilinear"``.
+* pytorch-grad-cam's ``ScoreCAM`` upsamples the masks with ``align_corners=True``
+  (``UpsamplingBilinear2d``) and soft-maxes the target logits over the channels; ours defaults
+  to the Score-CAM paper and its official code (``align_corners=False``, the target's softmax
+  probability) and offers both of its conventions as options.
+* pytorch-grad-cam's ``FEM`` weights each channel by the fraction of its pixels above the
+  threshold and multiplies the activations (``k = 2``); ours is the survey's Eq. 26 (binary maps
+  weighted by the channel means, ``K = 1``), so it is tested on its own properties.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from xaijax.methods.base import Explanation, register, require_model, target_scores, upsample
+from xaijax.models.base import Model
+
+Array = jax.Array
+
+
+# ------------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def _resolve_tap(model: Model, tap: Optional[str], method: str) -> str:
+    """Canonical tap name (default ``model.spec.cam_tap``); trace-time checks."""
+    require_model(model, method, "taps")
+    name = model.spec.cam_tap if tap is None else tap
+    if not name:
+        raise ValueError(f"method {method!r}: model {model.spec.name!r} names no default CAM "
+                         f"layer (spec.cam_tap); pass tap=... (see model.block_taps)")
+    return model.resolve(name)
+
+
+def _check_spatial(shape: Tuple[int, ...], tap: str, method: str) -> None:
+    if len(shape) != 4:
+        raise ValueError(
+            f"method {method!r} needs a spatial feature map (N, h, w, C) at its tap; tap {tap!r} "
+            f"has shape {tuple(shape)} — choose a convolutional tap, e.g. model.spec.cam_tap or "
+            f"one of model.block_taps")
+
+
+def _activations(model: Model, x: Array, tap: str, method: str) -> Tuple[Array, Array]:
+    """``(logits, A)`` with ``A`` the tap's activation ``(N, h, w, K)``."""
+    logits, acts = model.forward(x, capture=[tap])
+    _check_spatial(acts[tap].shape, tap, method)
+    return logits, acts[tap]
+
+
+def _activations_and_gradients(model: Model, x: Array, target: Array, tap: str,
+                               method: str) -> Tuple[Array, Array, Array]:
+    """``(logits, A, dy/dA)``: the tap's activation and the gradient of each image's target
+    logit with respect to it (edit ``a + delta``, differentiated at ``delta = 0``)."""
+    shape = jax.eval_shape(lambda z: model.forward(z, capture=[tap])[1][tap], x)
+    _check_spatial(shape.shape, tap, method)
+
+    def score(delta):
+        logits, acts = model.forward(x, capture=[tap], edits={tap: lambda a: a + delta})
+        # images are independent (inference mode), so the batch sum gives per-image gradients
+        return jnp.sum(target_scores(logits, target)), (logits, acts[tap])
+
+    grads, (logits, acts) = jax.grad(score, has_aux=True)(jnp.zeros(shape.shape, shape.dtype))
+    return logits, acts, grads
+
+
+def _combine(acts: Array, weights: Array) -> Array:
+    """``sum_k w_k A^k``: ``(N, h, w, K) x (N, K) -> (N, h, w)``."""
+    return jnp.einsum("nhwk,nk->nhw", acts, weights, precision=lax.Precision.HIGHEST)
+
+
+def _minmax(maps: Array) -> Array:
+    """Per-map min-max normalisation to [0, 1]; a constant map becomes zeros."""
+    lo = jnp.min(maps, axis=(1, 2), keepdims=True)
+    span = jnp.max(maps, axis=(1, 2), keepdims=True) - lo
+    safe = jnp.where(span > 0, span, 1.0)
+    return jnp.where(span > 0, (maps - lo) / safe, 0.0)
+
+
+def _finish(low: Array, weights: Array, x: Array, target: Array, method: str, *, relu: bool,
+            normalize: bool, **extras) -> Explanation:
+    """ReLU (optional), upsample to the input size, normalise (optional), pack."""
+    if relu:
+        low = jax.nn.relu(low)
+    heat = upsample(low, x.shape[1:3])
+    if normalize:
+        heat = _minmax(heat)
+    return Explanation(heatmap=heat, attribution=None,
+                       extras={"low_res": low, "weights": weights, **extras}, target=target,
+                       method=method)
+
+
+def _check_batch_size(batch_size: Any, method: str) -> int:
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+            or batch_size < 1:
+        raise ValueError(f"method {method!r}: batch_size must be a positive int (channels per "
+                         f"chunk of extra forward passes); got {batch_size!r}")
+    return int(batch_size)
+
+
+def _channel_chunks(k: int, batch_size: int) -> Tuple[int, int]:
+    """``(chunks, padded)``: the number of chunks of ``batch_size`` channels covering ``k``."""
+    chunks = -(-k // batch_size)
+    return chunks, chunks * batch_size
+
+
+def interp_matrix(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
+    """``(n_out, n_in)`` matrix of 1-D linear interpolation with torch's conventions
+    (``F.interpolate(mode="bilinear", align_corners=...)``, no antialiasing); the 2-D bilinear
+    resize of a map ``m`` is ``Ry @ m @ Rx.T``."""
+    out = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = out * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros_like(out)
+    else:
+        src = np.maximum((out + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    m = np.zeros((n_out, n_in), np.float64)
+    np.add.at(m, (np.arange(n_out), i0), 1.0 - lam)
+    np.add.at(m, (np.arange(n_out), i1), lam)
+    return m.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# CAM
+
+
+def _dense_kernel(model: Model, dense_tap: str) -> Array:
+    path, kind = model.layers()[dense_tap]
+    if kind != "Dense":
+        raise ValueError(f"model {model.spec.name!r}: spec.gap_dense names {dense_tap!r}, a "
+                         f"{kind} layer, not Dense")
+    p = model.variables["params"]
+    for name in path:
+        p = p[name]
+    return p["kernel"]
+
+
+@register("cam", static=("tap", "normalize"), needs="taps")
+def cam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+        normalize: bool = False) -> Explanation:
+    """Class Activation Mapping: the last features weighted by the dense layer's class weights.
+
+    Applies to models that end in global average pooling and one dense layer
+    (``model.spec.gap_dense = (features_tap, dense_tap)``): then ``y^c = sum_k w^c_k mean(A^k) +
+    b^c`` and the map is ``M^c = ReLU(sum_k w^c_k A^k)``, upsampled bilinearly.
+
+    Args:
+      model: a zoo Model whose spec has ``gap_dense`` (e.g. ``small_cnn``, ResNets).
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: must be the GAP's input (default); CAM is defined only there.
+      normalize: min-max normalise each heatmap to [0, 1].
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)`` and ``weights`` ``(N, K)`` (the
+      dense layer's columns for the targets).
+
+    Raises:
+      ValueError: the model does not end in GAP + dense (use ``gradcam``, which generalises
+        CAM: for such models Grad-CAM's weights are the dense weights divided by ``h * w``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> xj.methods.cam(m, jnp.ones((2, 32, 32, 3)), jnp.array([0, 1])).heatmap.shape
+      (2, 32, 32)
+
+    References:
+      Zhou et al. 2016, "Learning Deep Features for Discriminative Localization", §2, Eq. 1–2;
+      Ayyar et al. 2021 (survey) §4.6 (CAM as Grad-CAM's special case).
+    """
+    require_model(model, "cam", "taps")
+    if model.spec.gap_dense is None:
+        raise ValueError(
+            f"method 'cam' needs a model that ends in global average pooling + one dense layer "
+            f"(model.spec.gap_dense); model {model.spec.name!r} does not — use "
+            f"method='gradcam', which generalises CAM to any architecture")
+    feat_tap, dense_tap = model.spec.gap_dense
+    chosen = _resolve_tap(model, tap if tap is not None else feat_tap, "cam")
+    if chosen != feat_tap:
+        raise ValueError(f"method 'cam' is defined only at the input of the global average "
+                         f"pooling ({feat_tap!r}); got tap={tap!r} — use method='gradcam' for "
+                         f"other layers")
+    _, acts = _activations(model, x, feat_tap, "cam")
+    kernel = _dense_kernel(model, dense_tap)  # (K, classes)
+    if kernel.shape[0] != acts.shape[-1]:
+        raise ValueError(f"model {model.spec.name!r}: dense layer {dense_tap!r} takes "
+                         f"{kernel.shape[0]} features but {feat_tap!r} has {acts.shape[-1]} "
+                         f"channels; spec.gap_dense is wrong")
+    weights = jnp.take(kernel, target, axis=1).T  # (N, K)
+    return _finish(_combine(acts, weights), weights, x, target, "cam", relu=True,
+                   normalize=normalize)
+
+
+# ------------------------------------------------------------------------------------------------
+# Grad-CAM and Grad-CAM++
+
+
+@register("gradcam", static=("tap", "normalize"), needs="taps")
+def gradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+            normalize: bool = False) -> Explanation:
+    """Grad-CAM: feature maps weighted by their spatially averaged gradients, then ReLU.
+
+    ``alpha_k = (1 / hw) sum_ij dy^c / dA^k_ij`` (survey Eq. 9), ``L = ReLU(sum_k alpha_k A^k)``
+    (Eq. 10), upsampled bilinearly to the input size.
+
+    Args:
+      model: a zoo Model (any architecture).
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``, the last convolutional features;
+        any spatial tap or alias, e.g. a block output of a lower layer).
+      normalize: min-max normalise each heatmap to [0, 1] (the survey's visualisation step).
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` ``(N, K)``.
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> ex = xj.methods.gradcam(m, jnp.ones((1, 32, 32, 3)), jnp.array([3]), tap="relu4")
+      >>> ex.heatmap.shape, ex.extras["low_res"].shape
+      ((1, 32, 32), (1, 16, 16))
+
+    References:
+      Ayyar et al. 2021 (survey) §4.6, Eq. 9–10; Selvaraju et al. 2017, §3, Eq. 1–2.
+    """
+    t = _resolve_tap(model, tap, "gradcam")
+    _, acts, grads = _activations_and_gradients(model, x, target, t, "gradcam")
+    weights = jnp.mean(grads, axis=(1, 2))
+    return _finish(_combine(acts, weights), weights, x, target, "gradcam", relu=True,
+                   normalize=normalize)
+
+
+@register("gradcam_pp", static=("tap", "normalize"), needs="taps")
+def gradcam_pp(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+               normalize: bool = False, eps: float = 1e-6) -> Explanation:
+    """Grad-CAM++: pixel-wise weighted positive gradients (second and third order terms).
+
+    With the exponential class score ``S = exp(y^c)``, the higher derivatives are powers of the
+    first one (``d^n S / dA^n = exp(y^c) g^n``, ``g = dy^c / dA``), which gives the closed form
+    of Grad-CAM++ Eq. 19:
+
+    ``a^k_ij = g^2 / (2 g^2 + sum_ab A^k_ab g^3)``, ``w_k = sum_ij a^k_ij ReLU(g_ij)``,
+    ``L = ReLU(sum_k w_k A^k)``.
+
+    Deviations (shared with pytorch-grad-cam, so the parity is exact): the positive factor
+    ``exp(y^c)`` that multiplies every weight of an image is dropped (it rescales the map, it
+    does not change its shape); ``eps`` is added to the denominator and ``a = 0`` where ``g = 0``
+    (the paper divides exactly; ``eps=0.0`` gives that, with ``a = 0`` where the denominator
+    vanishes).
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+      eps: added to the denominator of ``a`` (traced).
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` ``(N, K)``.
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> xj.methods.gradcam_pp(m, jnp.ones((1, 32, 32, 3)), jnp.array([3])).heatmap.shape
+      (1, 32, 32)
+
+    References:
+      Chattopadhay et al. 2018, "Grad-CAM++", §3.1–3.2, Eq. 10, 17–19; SISE (Sattarzadeh et al.
+      2021), related work.
+    """
+    t = _resolve_tap(model, tap, "gradcam_pp")
+    _, acts, g = _activations_and_gradients(model, x, target, t, "gradcam_pp")
+    g2 = g * g
+    g3 = g2 * g
+    total = jnp.sum(acts, axis=(1, 2), keepdims=True)
+    denom = 2.0 * g2 + total * g3 + eps
+    alpha = jnp.where((g != 0) & (denom != 0), g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
+    weights = jnp.sum(alpha * jax.nn.relu(g), axis=(1, 2))
+    return _finish(_combine(acts, weights), weights, x, target, "gradcam_pp", relu=True,
+                   normalize=normalize)
+
+
+# ------------------------------------------------------------------------------------------------
+# Score-CAM
+
+
+@register("scorecam", static=("tap", "normalize", "batch_size", "softmax", "align_corners"),
+          needs="taps")
+def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+             normalize: bool = False, batch_size: int = 32, softmax: str = "classes",
+             align_corners: bool = False) -> Explanation:
+    """Score-CAM: each channel is weighted by the model's score on the input masked by it.
+
+    Each feature map ``A^k`` is upsampled to the input size and min-max normalised to a mask
+    ``H^k = (up(A^k) - min) / (max - min + 1e-8)``; the channel's weight is the target score of
+    ``x * H^k`` (Score-CAM Eq. 5–8); ``L = ReLU(sum_k w_k A^k)``.
+
+    ``softmax="classes"`` (default, the paper and its official code): ``w_k`` is the target's
+    softmax probability ``softmax(f(x * H^k))_c``; channels whose map is constant get
+    ``w_k = 0`` (the official code skips them). ``softmax="channels"`` (pytorch-grad-cam): the
+    target logits of all masked inputs are soft-maxed over the channels.
+
+    Deviations: the baseline term ``f(X_b)`` of the "increase of confidence" (Eq. 5) is not
+    subtracted, as in the official code (the weights would all shift by the same constant); the
+    ReLU is applied before upsampling (the official code applies it after; with
+    ``align_corners=False`` bilinear weights are non-negative, so both give the same map
+    wherever the low-resolution map does not change sign between neighbouring cells).
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+      batch_size: channels per chunk of masked forward passes (static; memory vs speed).
+      softmax: ``"classes"`` or ``"channels"`` (static; see above).
+      align_corners: bilinear convention of the mask upsampling (static); pytorch-grad-cam uses
+        ``True``, the official code ``False``.
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` ``(N, K)``,
+      ``scores`` ``(N, K)`` (the target logit of each masked input).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> ex = xj.methods.scorecam(m, jnp.ones((1, 32, 32, 3)), jnp.array([3]), batch_size=16)
+      >>> ex.extras["weights"].shape
+      (1, 64)
+
+    References:
+      Wang et al. 2020, "Score-CAM", §3, Eq. 5–8 and Algorithm 1; SISE (Sattarzadeh et al.
+      2021), related work.
+    """
+    if softmax not in ("classes", "channels"):
+        raise ValueError(f"scorecam: softmax must be 'classes' or 'channels'; got {softmax!r}")
+    bs = _check_batch_size(batch_size, "scorecam")
+    t = _resolve_tap(model, tap, "scorecam")
+    _, acts = _activations(model, x, t, "scorecam")
+    n, h, w, k = acts.shape
+    big_h, big_w = x.shape[1:3]
+    ry = jnp.asarray(interp_matrix(h, big_h, align_corners))
+    rx = jnp.asarray(interp_matrix(w, big_w, align_corners))
+    chunks, padded = _channel_chunks(k, bs)
+    apply = model.apply_fn
+
+    def one_image(x1, a1, t1):
+        maps = jnp.moveaxis(a1, -1, 0)  # (K, h, w)
+        maps = jnp.pad(maps, ((0, padded - k), (0, 0), (0, 0))).reshape(chunks, bs, h, w)
+
+        def chunk(m):  # (bs, h, w) -> (bs,) target logits, (bs,) target probabilities
+            up = jnp.einsum("Hh,bhw,Ww->bHW", ry, m, rx, precision=lax.Precision.HIGHEST)
+            lo = jnp.min(up, axis=(1, 2), keepdims=True)
+            hi = jnp.max(up, axis=(1, 2), keepdims=True)
+            mask = (up - lo) / (hi - lo + 1e-8)
+            logits = apply(x1[None] * mask[..., None])
+            return logits[:, t1], jax.nn.softmax(logits, axis=-1)[:, t1]
+
+        logit, prob = lax.map(chunk, maps)
+        return logit.reshape(padded)[:k], prob.reshape(padded)[:k]
+
+    logit, prob = jax.vmap(one_image)(x, acts, target)
+    if softmax == "channels":
+        weights = jax.nn.softmax(logit, axis=-1)
+    else:
+        constant = jnp.max(acts, axis=(1, 2)) == jnp.min(acts, axis=(1, 2))
+        weights = jnp.where(constant, 0.0, prob)
+    return _finish(_combine(acts, weights), weights, x, target, "scorecam", relu=True,
+                   normalize=normalize, scores=logit)
+
+
+# ------------------------------------------------------------------------------------------------
+# Ablation-CAM
+
+
+@register("ablationcam", static=("tap", "normalize", "batch_size"), needs="taps")
+def ablationcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+                normalize: bool = False, batch_size: int = 32) -> Explanation:
+    """Ablation-CAM: each channel is weighted by the relative drop of the class score when the
+    channel is set to zero.
+
+    ``w_k = (y^c - y^c_k) / y^c`` with ``y^c_k`` the target logit when ``A^k = 0`` (Ablation-CAM
+    Eq. 3), ``L = ReLU(sum_k w_k A^k)``.
+
+    Only the network after the tap is re-run: the tap's activation is replaced through an edit
+    that ignores what the head computed, the ablation masks are ``vmap``-ed with the image
+    fixed, so XLA computes the unbatched head once per image (and drops it where nothing after
+    the tap reads it; ``tests/methods/test_cam.py`` checks the compiled program).
+
+    Note: pytorch-grad-cam zeroes the channel too when the layer's minimum activation is 0 (a
+    ReLU output) but, for taps with negative values, sets it to ``min - 1e7``; ours always
+    follows the paper (zero).
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+      batch_size: ablated channels per chunk of tail forward passes (static).
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` ``(N, K)``,
+      ``scores`` ``(N, K)`` (the target logit with each channel ablated).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> xj.methods.ablationcam(m, jnp.ones((1, 32, 32, 3)), jnp.array([3])).heatmap.shape
+      (1, 32, 32)
+
+    References:
+      Ramaswamy (Desai) et al. 2020, "Ablation-CAM", §3, Eq. 3–4; SISE (Sattarzadeh et al.
+      2021), related work.
+    """
+    bs = _check_batch_size(batch_size, "ablationcam")
+    t = _resolve_tap(model, tap, "ablationcam")
+    logits, acts = _activations(model, x, t, "ablationcam")
+    k = acts.shape[-1]
+    chunks, padded = _channel_chunks(k, bs)
+    # padded indices >= k ablate nothing; their scores are dropped
+    order = jnp.arange(padded, dtype=jnp.int32).reshape(chunks, bs)
+
+    def one_image(x1, a1, t1):
+        def ablated_score(idx):
+            keep = (jnp.arange(k) != idx).astype(a1.dtype)
+            out, _ = model.forward(x1[None], edits={t: lambda _a: (a1 * keep)[None]})
+            return out[0, t1]
+
+        scores = lax.map(jax.vmap(ablated_score), order)
+        return scores.reshape(padded)[:k]
+
+    scores = jax.vmap(one_image)(x, acts, target)
+    y = target_scores(logits, target)[:, None]
+    weights = (y - scores) / y
+    return _finish(_combine(acts, weights), weights, x, target, "ablationcam", relu=True,
+                   normalize=normalize, scores=scores)
+
+
+# ------------------------------------------------------------------------------------------------
+# FEM
+
+
+def fem_map(acts: Array, k_sigma: Array | float = 1.0) -> Tuple[Array, Array]:
+    """FEM's importance map at the tap's resolution (survey Eq. 26).
+
+    Args:
+      acts: ``(N, h, w, K)`` feature maps.
+      k_sigma: the ``K`` of the K-sigma rule.
+
+    Returns:
+      ``(R, mu)``: ``R = sum_k mu_k B_k`` ``(N, h, w)`` with ``B_k = [a >= mu_k + K sigma_k]``
+      and the channel means ``mu`` ``(N, K)`` (population standard deviation, ``ddof = 0``).
+    """
+    mu = jnp.mean(acts, axis=(1, 2))
+    sd = jnp.std(acts, axis=(1, 2))
+    binary = (acts >= (mu + k_sigma * sd)[:, None, None, :]).astype(acts.dtype)
+    return _combine(binary, mu), mu
+
+
+@register("fem", static=("tap", "normalize"), needs="taps")
+def fem(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+        normalize: bool = True, k: float = 1.0) -> Explanation:
+    """Feature-based Explanation Method: the rare, strong features of the last conv layer.
+
+    Each feature map is thresholded with the K-sigma rule, ``B_k = [A^k >= mu_k + K sigma_k]``
+    (survey Eq. 26), weighted by its mean ``w_k = mu_k``; ``R = sum_k mu_k B_k`` is upsampled and
+    normalised to [0, 1]. FEM looks at the features only: the target class does not enter (it is
+    accepted and returned for a uniform API).
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image (unused by the method).
+      tap: the layer (static; default ``model.spec.cam_tap``; the paper uses a post-ReLU layer).
+      normalize: min-max normalise each heatmap to [0, 1] (default ``True``: part of FEM).
+      k: the ``K`` of the K-sigma rule (traced; the paper uses 1).
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` (``R`` before normalisation, ``(N, h, w)``) and
+      ``weights`` (the channel means, ``(N, K)``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> h = xj.methods.fem(m, jnp.ones((1, 32, 32, 3)), jnp.array([0])).heatmap
+      >>> bool(h.min() >= 0.0) and bool(h.max() <= 1.0)
+      True
+
+    References:
+      Ayyar et al. 2021 (survey) §5.3, Eq. 26; Fuad et al. 2020, "Features understanding in 3D
+      CNNs for actions recognition in video" (IPTA).
+    """
+    t = _resolve_tap(model, tap, "fem")
+    _, acts = _activations(model, x, t, "fem")
+    low, mu = fem_map(acts, k)
+    return _finish(low, mu, x, target, "fem", relu=False, normalize=normalize)
