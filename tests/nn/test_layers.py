@@ -1,0 +1,58 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xaijax.nn import layers as L
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _apply(layer, x):
+    v = layer.init(jax.random.PRNGKey(0), x)
+    return layer.apply(v, x)
+
+
+@pytest.mark.parametrize("size,k,s,p,ceil", [(13, 3, 2, 0, True), (14, 3, 2, 1, True),
+                                              (112, 3, 2, 1, False), (28, 2, 2, 0, True),
+                                              (7, 3, 1, 1, True)])
+def test_maxpool_and_avgpool_match_torch_including_ceil_mode(size, k, s, p, ceil):
+    x = np.random.RandomState(0).randn(2, 4, size, size).astype(np.float32)
+    xj_in = jnp.asarray(x.transpose(0, 2, 3, 1))
+    ref = F.max_pool2d(torch.from_numpy(x), k, s, p, ceil_mode=ceil).numpy().transpose(0, 2, 3, 1)
+    out = _apply(L.MaxPool(window=k, strides=s, padding=p, ceil_mode=ceil), xj_in)
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+    for cip in (True, False):
+        ref = F.avg_pool2d(torch.from_numpy(x), k, s, p, ceil_mode=ceil,
+                           count_include_pad=cip).numpy().transpose(0, 2, 3, 1)
+        out = _apply(L.AvgPool(window=k, strides=s, padding=p, ceil_mode=ceil,
+                               count_include_pad=cip), xj_in)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,out", [(7, 7), (13, 7), (9, 4), (5, 1), (6, 6)])
+def test_adaptive_avgpool_matches_torch(size, out):
+    x = np.random.RandomState(1).randn(2, 3, size, size).astype(np.float32)
+    ref = F.adaptive_avg_pool2d(torch.from_numpy(x), out).numpy().transpose(0, 2, 3, 1)
+    res = _apply(L.AdaptiveAvgPool(output_size=out), jnp.asarray(x.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(res, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_strided_conv_matches_torch():
+    rs = np.random.RandomState(2)
+    x = rs.randn(2, 8, 11, 11).astype(np.float32)
+    w = rs.randn(8, 1, 3, 3).astype(np.float32)
+    b = rs.randn(8).astype(np.float32)
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=2,
+                   padding=1, groups=8).numpy().transpose(0, 2, 3, 1)
+    layer = L.Conv(features=8, kernel_size=3, strides=2, padding=1, groups=8)
+    params = {"kernel": jnp.asarray(w.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
+    out = layer.apply({"params": params}, jnp.asarray(x.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_flatten_uses_torch_nchw_order():
+    x = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    out = L.Flatten().apply({}, jnp.asarray(x.transpose(0, 2, 3, 1)))
+    np.testing.assert_array_equal(out, x.reshape(2, -1))
