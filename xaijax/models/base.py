@@ -237,8 +237,11 @@ def available() -> Tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def build(name: str, *, num_classes: Optional[int] = None, seed: int = 0, **kw) -> Model:
-    """Random-initialised model (torch-like initial weights, seedable)."""
+def build(name: str, *, num_classes: Optional[int] = None, seed: int = 0,
+          random_init: bool = True, **kw) -> Model:
+    """Random-initialised model (torch-like initial weights, seedable). With
+    ``random_init=False`` the variables are zeros of the right shapes (no random-init compile:
+    for models whose weights are loaded next)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {list(available())}")
     kwargs = dict(kw)
@@ -246,7 +249,12 @@ def build(name: str, *, num_classes: Optional[int] = None, seed: int = 0, **kw) 
         kwargs["num_classes"] = int(num_classes)
     module, spec = _REGISTRY[name](**kwargs)
     x = jnp.zeros((1, *spec.input_size, spec.in_channels), jnp.float32)
-    variables = jax.jit(module.init)(jax.random.PRNGKey(seed), x)
+    if random_init:
+        variables = jax.jit(module.init)(jax.random.PRNGKey(seed), x)
+    else:
+        variables = jax.tree_util.tree_map(
+            lambda s: np.zeros(s.shape, s.dtype),
+            jax.eval_shape(module.init, jax.random.PRNGKey(seed), x))
     variables = jax.tree_util.tree_map(lambda a: a, dict(variables))
     found = intercept.list_taps(lambda z: module.apply(variables, z), x.shape)
     spec = dataclasses.replace(spec, taps=tuple(found), tap_types=tuple(v[1] for v in
@@ -285,7 +293,8 @@ def get(name: str, *, pretrained: bool = False, weights: Optional[str] = None,
     """
     if pretrained and weights is not None:
         raise ValueError("give either pretrained=True or weights=FILE, not both")
-    model = build(name, num_classes=num_classes, seed=seed, **kw)
+    model = build(name, num_classes=num_classes, seed=seed,
+                  random_init=not pretrained and weights is None, **kw)
     if pretrained:
         from xaijax.models import pretrained as _pre
         return _pre.load_pretrained(model, cache_dir=cache_dir)
