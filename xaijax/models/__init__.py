@@ -13,3 +13,5 @@ from xaijax.models.base import register
 from xaijax.models import small_cnn as _small_cnn  # noqa: F401  (registers)
 from xaijax.models import vgg as _vgg  # noqa: F401  (registers)
 from xaijax.models import efficientnet as _efficientnet  # noqa: F401  (registers)
+from xaijax.models import resnet as _resnet  # noqa: F401  (registers)
+from xaijax.models import googlenet as _googlenet  # noqa: F401  (registers)
