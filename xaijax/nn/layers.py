@@ -88,6 +88,8 @@ class Conv(Layer):
             p["bias"] = self.param(
                 "bias", lambda k, s: jax.random.uniform(k, s, minval=-bound, maxval=bound),
                 (self.features,))
+        elif self.has_variable("params", "bias"):  # added by a canonizer (folded BatchNorm)
+            p["bias"] = self.get_variable("params", "bias")
         return p
 
     @nn.nowrap
@@ -126,6 +128,8 @@ class Dense(Layer):
         p = {"kernel": self.param("kernel", uni, (fan_in, self.features))}
         if self.use_bias:
             p["bias"] = self.param("bias", uni, (self.features,))
+        elif self.has_variable("params", "bias"):  # added by a canonizer (folded BatchNorm)
+            p["bias"] = self.get_variable("params", "bias")
         return p
 
     @nn.nowrap
