@@ -52,7 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from xaijax.methods.backprop import guided_backprop
 from xaijax.methods.base import Explanation, register, require_model, target_scores, upsample
+from xaijax.methods.gradient import heatmap_maxabs
 from xaijax.models.base import Model
 
 Array = jax.Array
@@ -322,6 +324,47 @@ def gradcam_pp(model: Model, x: Array, target: Array, *, tap: Optional[str] = No
     weights = jnp.sum(alpha * jax.nn.relu(g), axis=(1, 2))
     return _finish(_combine(acts, weights), weights, x, target, "gradcam_pp", relu=True,
                    normalize=normalize)
+
+
+@register("guided_gradcam", static=("tap", "normalize"), needs="rules")
+def guided_gradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+                   normalize: bool = False) -> Explanation:
+    """Guided Grad-CAM: guided backpropagation multiplied by the upsampled Grad-CAM map.
+
+    ``attribution = GB(x) * up(ReLU(sum_k alpha_k A^k))`` per colour channel (survey §4.6.1),
+    with :func:`xaijax.methods.backprop.guided_backprop` for ``GB`` and :func:`gradcam` for the
+    map; ``heatmap = max_c |attribution|`` (the reduction the guided-backprop heatmap uses).
+
+    Args:
+      model: a zoo Model (guided backprop needs its ReLU layers).
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: Grad-CAM's layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1] (the attribution is left as is).
+
+    Returns:
+      attribution ``(N, H, W, C)``; heatmap ``(N, H, W)``; extras ``low_res``, ``weights`` (of
+      Grad-CAM), ``gradcam`` (the upsampled Grad-CAM map ``(N, H, W)``) and
+      ``guided_backprop`` (``(N, H, W, C)``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> xj.methods.guided_gradcam(m, jnp.ones((1, 32, 32, 3)), jnp.array([3])).attribution.shape
+      (1, 32, 32, 3)
+
+    References:
+      Ayyar et al. 2021 (survey) §4.6.1; Selvaraju et al. 2017, §3.1 ("Guided Grad-CAM").
+    """
+    gc = gradcam(model, x, target, tap=tap)
+    gb = guided_backprop(model, x, target).attribution
+    attr = gb * gc.heatmap[..., None]
+    heat = heatmap_maxabs(attr)
+    if normalize:
+        heat = _minmax(heat)
+    return Explanation(heatmap=heat, attribution=attr,
+                       extras={**gc.extras, "gradcam": gc.heatmap, "guided_backprop": gb},
+                       target=target, method="guided_gradcam")
 
 
 # ------------------------------------------------------------------------------------------------
