@@ -181,6 +181,7 @@ _NO_TORCH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh interpreter: import, convert the .pth, compile the forward (~25 s)
 def test_pretrained_default_loads_without_torch(tmp_path):
     env = dict(os.environ)
     env.pop(pretrained.CACHE_ENV, None)
