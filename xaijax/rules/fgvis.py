@@ -1,0 +1,226 @@
+"""The FGVis gradient filter (Wagner et al. 2019, §3.2, Eq. 4–6).
+
+FGVis defends a mask optimisation against *adversarial evidence* by only letting a neuron be
+driven by the explanation ``e`` inside the range it had for the original image ``x``. Instead of
+clipping activations (Eq. 5, which would change the model), the paper adds a layer after every
+nonlinearity that is the **identity in the forward pass** and, in the backward pass, lets the
+error signal through only where the current activation lies inside the bounds of Eq. 5:
+
+.. math::
+
+    b_u = \\max(0, h(x)),\\quad b_l = \\min(0, h(x)),\\qquad
+    \\gamma = \\bar\\gamma \\cdot [h(e) \\le b_u] \\cdot [h(e) \\ge b_l].
+
+Here that layer is a tap *edit* (see :mod:`xaijax.nn.intercept`): ``bound_filter(h_x)`` returns
+``fn(a) -> a`` with a :func:`jax.custom_vjp` backward, applied with
+``model.forward(e, edits={tap: bound_filter(h_x[tap]) ...})``. The model itself is never edited.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def bounds(h_x: Array) -> Tuple[Array, Array]:
+    """The bounds of Eq. 5 from the original image's activation ``h_x``.
+
+    Args:
+      h_x: activation of one nonlinearity for the original image.
+
+    Returns:
+      ``(b_l, b_u) = (min(0, h_x), max(0, h_x))``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> bl, bu = bounds(jnp.array([-1.0, 0.0, 2.0]))
+      >>> bl.tolist(), bu.tolist()
+      ([-1.0, 0.0, 0.0], [0.0, 0.0, 2.0])
+
+    References:
+      Wagner et al. 2019, §3.2, Eq. 5.
+    """
+    h_x = jax.lax.stop_gradient(h_x)
+    return jnp.minimum(h_x, 0.0), jnp.maximum(h_x, 0.0)
+
+
+@jax.custom_vjp
+def bounded_identity(a: Array, b_l: Array, b_u: Array) -> Array:
+    """Identity in the forward pass; Eq. 6 in the backward pass.
+
+    The gradient reaching ``a`` is the incoming gradient where ``b_l <= a <= b_u`` and zero
+    elsewhere; no gradient flows into the bounds.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> g = jax.grad(lambda a: bounded_identity(a, jnp.zeros(3), jnp.ones(3)).sum())
+      >>> g(jnp.array([-0.5, 0.5, 1.5])).tolist()
+      [0.0, 1.0, 0.0]
+
+    References:
+      Wagner et al. 2019, §3.2, Eq. 6.
+    """
+    return a
+
+
+def _bi_fwd(a, b_l, b_u):
+    return a, (a, b_l, b_u)
+
+
+def _bi_bwd(res, g):
+    a, b_l, b_u = res
+    keep = (a <= b_u) & (a >= b_l)
+    return (jnp.where(keep, g, jnp.zeros_like(g)), jnp.zeros_like(b_l), jnp.zeros_like(b_u))
+
+
+bounded_identity.defvjp(_bi_fwd, _bi_bwd)
+
+
+def bound_filter(h_x: Array) -> Callable[[Array], Array]:
+    """A tap edit ``fn(a) -> a`` implementing the FGVis clipping layer for one nonlinearity.
+
+    Args:
+      h_x: the nonlinearity's activation for the original image (same shape as the activation
+        the edit will see; batch axis included).
+
+    Returns:
+      ``fn(a) = bounded_identity(a, *bounds(h_x))``.
+
+    Examples:
+      >>> import xaijax as xj, jax, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> x = jnp.ones((1, 32, 32, 3))
+      >>> _, acts = m.forward(x, capture=["relu1"])
+      >>> out, _ = m.forward(0.5 * x, edits={"relu1": bound_filter(acts["relu1"])})
+      >>> bool(jnp.allclose(out, m(0.5 * x)))  # identity in the forward pass
+      True
+
+    References:
+      Wagner et al. 2019, §3.2, Eq. 5–6.
+    """
+    b_l, b_u = bounds(h_x)
+    return lambda a: bounded_identity(a, b_l, b_u)
+
+
+def default_taps(model) -> Tuple[str, ...]:
+    """The nonlinearities FGVis filters: every ReLU/ReLU6 tap of the model.
+
+    The paper applies the constraint "after all nonlinearity-layers of the network, besides
+    the final classification layer" (§3.2). The final classification layer's nonlinearity is
+    the softmax on the logits, which is not a tap; hidden fully connected ReLUs (VGG16's and
+    AlexNet's ``classifier.1`` / ``classifier.4``) are nonlinearities of the network and are
+    filtered, as in the paper's VGG16/AlexNet experiments.
+    """
+    taps = tuple(model.nonlinearity_taps)
+    if not taps:
+        raise ValueError(
+            f"model {model.spec.name!r} has no nonlinearity taps (ReLU/ReLU6 modules from "
+            "xaijax.nn.layers), so the FGVis defense has nowhere to act; build the model's "
+            "nonlinearities from xaijax.nn.layers or pass defense=False")
+    return taps
+
+
+def defense_edits(model, x: Array, taps: Optional[Iterable[str]] = None
+                  ) -> Dict[str, Callable[[Array], Array]]:
+    """``{tap: bound_filter(h_x[tap])}`` for every filtered nonlinearity, bounds from ``x``.
+
+    Args:
+      model: an xaijax :class:`~xaijax.models.Model`.
+      x: the original image batch (bounds of Eq. 5 are taken from its activations).
+      taps: nonlinearity taps to filter; default :func:`default_taps`.
+
+    Returns:
+      edits for ``model.forward(e, edits=...)``.
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> sorted(defense_edits(m, jnp.ones((1, 32, 32, 3))))
+      ['relu1', 'relu2', 'relu3', 'relu4', 'relu5']
+
+    References:
+      Wagner et al. 2019, §3.2.
+    """
+    taps = tuple(default_taps(model) if taps is None else taps)
+    _, acts = model.forward(x, capture=taps)
+    return {t: bound_filter(acts[t]) for t in taps}
+
+
+def bound_violation(h_x: Array, h_e: Array) -> Tuple[Array, Array]:
+    """How far an activation ``h_e`` leaves the bounds of Eq. 5 set by ``h_x``.
+
+    Args:
+      h_x: activation for the original image.
+      h_e: activation for the explanation (same shape).
+
+    Returns:
+      ``(outside, excess)``: boolean map of neurons violating Eq. 4 and the distance
+      ``max(h_e - b_u, b_l - h_e, 0)`` outside the bounds.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> o, d = bound_violation(jnp.array([1.0, 0.0]), jnp.array([2.0, 0.0]))
+      >>> o.tolist(), d.tolist()
+      ([True, False], [1.0, 0.0])
+
+    References:
+      Wagner et al. 2019, §3.2, Eq. 4–5.
+    """
+    b_l, b_u = bounds(h_x)
+    excess = jnp.maximum(jnp.maximum(h_e - b_u, b_l - h_e), 0.0)
+    return excess > 0, excess
+
+
+def violation_summary(model, x: Array, e: Array, e_start: Optional[Array] = None,
+                      taps: Optional[Iterable[str]] = None) -> Dict[str, Array]:
+    """How much the explanations ``e`` violate Eq. 4 at the filtered nonlinearities, per image.
+
+    Args:
+      model: an xaijax Model.
+      x: original images ``(N, H, W, C)`` (they set the bounds of Eq. 5).
+      e: explanations ``(N, H, W, C)``.
+      e_start: the explanations the optimisation started from (e.g. zeros for the generation
+        game); adds the violations the optimisation *created*.
+      taps: nonlinearity taps; default :func:`default_taps`.
+
+    Returns:
+      ``{"outside": share of neurons outside their bounds, "excess": mean distance outside
+      (over all neurons)}``, each ``(N,)``; with ``e_start`` also ``"new_outside"`` (share
+      outside for ``e`` but inside for ``e_start``) and ``"excess_growth"`` (mean of
+      ``max(excess(e) - excess(e_start), 0)``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> x = jnp.ones((1, 32, 32, 3))
+      >>> {k: float(v[0]) for k, v in violation_summary(m, x, x).items()}  # e = x: inside
+      {'outside': 0.0, 'excess': 0.0}
+
+    References:
+      Wagner et al. 2019, §3.2, Eq. 4–5.
+    """
+    taps = tuple(default_taps(model) if taps is None else taps)
+    _, ax = model.forward(x, capture=taps)
+    _, ae = model.forward(e, capture=taps)
+    a0 = model.forward(e_start, capture=taps)[1] if e_start is not None else None
+    sums = {"outside": 0.0, "excess": 0.0}
+    if a0 is not None:
+        sums.update(new_outside=0.0, excess_growth=0.0)
+    count = 0
+    for t in taps:
+        o, d = bound_violation(ax[t], ae[t])
+        axes = tuple(range(1, o.ndim))
+        sums["outside"] = sums["outside"] + jnp.sum(o, axis=axes)
+        sums["excess"] = sums["excess"] + jnp.sum(d, axis=axes)
+        if a0 is not None:
+            o0, d0 = bound_violation(ax[t], a0[t])
+            sums["new_outside"] = sums["new_outside"] + jnp.sum(o & ~o0, axis=axes)
+            sums["excess_growth"] = sums["excess_growth"] + jnp.sum(
+                jnp.maximum(d - d0, 0.0), axis=axes)
+        count += int(np.prod(o.shape[1:]))
+    return {k: v / count for k, v in sums.items()}
