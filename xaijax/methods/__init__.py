@@ -21,5 +21,8 @@ from xaijax.methods.cam import gradcam
 from xaijax.methods.cam import gradcam_pp
 from xaijax.methods.cam import guided_gradcam
 from xaijax.methods.cam import scorecam
+from xaijax.methods.fgvis import fgvis
+from xaijax.methods.fgvis import fgvis_images
 from xaijax.methods.relevance import deeplift
 from xaijax.methods.relevance import lrp
+from xaijax.methods.dssr import dssr
