@@ -21,6 +21,11 @@ from xaijax.methods.cam import gradcam
 from xaijax.methods.cam import gradcam_pp
 from xaijax.methods.cam import guided_gradcam
 from xaijax.methods.cam import scorecam
+from xaijax.methods.masks import extremal_perturbation
+from xaijax.methods.masks import meaningful_perturbation
+from xaijax.methods.perturbation import lime
+from xaijax.methods.perturbation import occlusion
+from xaijax.methods.perturbation import rise
 from xaijax.methods.fgvis import fgvis
 from xaijax.methods.fgvis import fgvis_images
 from xaijax.methods.relevance import deeplift
