@@ -54,7 +54,7 @@ def torch_pair(name: str, seed: int = 0):
     kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
     tm = getattr(torchvision.models, _TORCHVISION[name])(weights=None, **kwargs).eval()
     _randomise_bn(tm, seed)
-    model = xj.models.get(name)
+    model = xj.models.build(name, random_init=False)  # weights come from torch next
     sd = {k: v.detach().cpu().numpy() for k, v in tm.state_dict().items()}
     return tm, model.replace_variables(state_dict_to_variables(model, sd))
 
