@@ -104,11 +104,13 @@ def cmd_explain(args) -> int:
     heat = np.concatenate(heatmaps)
     tgt = np.concatenate(targets)
     photos = xj.models.images_from_normalised(model, x)
-    panels = [xj.viz.overlay(photos[i], heat[i], alpha=args.alpha, cmap=args.cmap)
+    names = _class_names(model, tgt)
+    panels = [xj.viz.caption(xj.viz.overlay(photos[i], heat[i], alpha=args.alpha,
+                                            cmap=args.cmap),
+                             f"{args.method}: {names[i] or 'class'} ({int(tgt[i])})")
               for i in range(len(images))]
     img = panels[0] if len(panels) == 1 else xj.viz.grid(panels, cols=min(4, len(panels)))
     xj.viz.save_image(args.out, img)
-    names = _class_names(model, tgt)
     for p, t, n in zip(args.images, tgt, names):
         print(f"{p}: target {int(t)}{' (' + n + ')' if n else ''}")
     print(f"wrote {args.out} ({args.method}, {args.model}, {time.time() - t0:.1f}s)")

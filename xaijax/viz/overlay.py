@@ -84,6 +84,17 @@ def grid(images: Sequence[np.ndarray], *, cols: Optional[int] = None, pad: int =
     return out
 
 
+def caption(image: np.ndarray, text: str, *, height: int = 16) -> np.ndarray:
+    """Add a white strip with ``text`` above an RGB image in [0, 1]."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(to_uint8(image))
+    out = Image.new("RGB", (img.width, img.height + height), (255, 255, 255))
+    out.paste(img, (0, height))
+    ImageDraw.Draw(out).text((3, 2), text, fill=(0, 0, 0))
+    return np.asarray(out, np.float32) / 255.0
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(np.asarray(image, np.float32), 0, 1) * 255.0 + 0.5).astype(np.uint8)
 
