@@ -99,9 +99,9 @@ def lrp(model: Any, x: Array, target: Array, *, composite: str = "epsilon_plus",
                        target=target, method="lrp")
 
 
-@register("deeplift", static=("rule",), needs="rules", signed=True)
+@register("deeplift", static=("rule", "maxpool"), needs="rules", signed=True)
 def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] = None,
-             rule: str = "rescale") -> Explanation:
+             rule: str = "rescale", maxpool: str = "rule") -> Explanation:
     """DeepLIFT: contributions of ``x − x⁰`` to ``S_c(x) − S_c(x⁰)`` (survey §5.2).
 
     Multipliers (Eq. 20) are back-propagated with the chain rule (Eq. 21): linear layers keep
@@ -123,6 +123,9 @@ def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] =
         normalised space (Captum's default), or an array broadcastable to ``x`` (e.g. ``(H, W,
         C)`` or ``(N, H, W, C)``; traced).
       rule: ``"rescale"`` or ``"reveal_cancel"`` (static).
+      maxpool: ``"rule"`` (default; Captum's DeepLIFT max-pool rule, summation-to-delta exact)
+        or ``"gradient"`` (winner-take-all; what Captum effectively computes on VGG/ResNet, where
+        a ReLU feeds each max pool — see :data:`xaijax.rules.deeplift.MAXPOOL_MODES`). Static.
 
     Returns:
       heatmap: attribution summed over channels ``(N, H, W)`` (signed). attribution: ``(N, H, W,
@@ -142,6 +145,8 @@ def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] =
     model = require_model(model, "deeplift", "rule-aware layers")
     if rule not in dl_rules.RULES:
         raise ValueError(f"unknown DeepLIFT rule {rule!r}; choose one of {list(dl_rules.RULES)}")
+    if maxpool not in dl_rules.MAXPOOL_MODES:
+        raise ValueError(f"maxpool must be one of {list(dl_rules.MAXPOOL_MODES)}; got {maxpool!r}")
     if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
         ref = jnp.zeros_like(x)
     elif isinstance(baseline, str):
@@ -157,9 +162,9 @@ def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] =
     if rule == "reveal_cancel":
         graph = canonizers.layer_graph(model, (1, *x.shape[1:]))
         model, folded = canonizers.merge_batchnorm(model, graph)
-        comp = dl_rules.composite(rule, graph, model.variables, folded)
+        comp = dl_rules.composite(rule, graph, model.variables, folded, maxpool_mode=maxpool)
     else:
-        comp = dl_rules.composite(rule)
+        comp = dl_rules.composite(rule, maxpool_mode=maxpool)
     n = x.shape[0]
     t2 = jnp.concatenate([target, target])
 

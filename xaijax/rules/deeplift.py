@@ -56,6 +56,17 @@ from xaijax.rules.lrp import pass_rule
 Array = jax.Array
 EPS = 1e-10
 RULES = ("rescale", "reveal_cancel")
+MAXPOOL_MODES = ("rule", "gradient")
+"""How max pooling propagates multipliers.
+
+``"rule"``: :func:`maxpool` (Captum's DeepLIFT max-pool rule as written); summation-to-delta is
+exact. ``"gradient"``: the ordinary winner-take-all gradient. In Captum the max-pool rule only
+takes effect when the layer before the pool is not itself hooked: when a ReLU feeds the pool (VGG,
+ResNet), the ReLU's hook captures the gradient at its output *before* the max pool's hook
+replaces it (tensor hooks run in registration order), so Captum's result is the one of
+``"gradient"``. That is exact for summation-to-delta only where the reference is constant over each
+pooling window (e.g. the interior of a zero reference); use it for parity with Captum.
+"""
 
 
 def _halves(a: Array) -> Tuple[Array, Array]:
@@ -238,7 +249,8 @@ def reveal_cancel_pairs(graph: Sequence[Node], folded: Sequence[Tuple[str, ...]]
 
 
 def composite(rule: str, graph: Optional[Sequence[Node]] = None, variables: Any = None,
-              folded: Sequence[Tuple[str, ...]] = (), *, eps: float = EPS) -> Composite:
+              folded: Sequence[Tuple[str, ...]] = (), *, maxpool_mode: str = "rule",
+              eps: float = EPS) -> Composite:
     """The DeepLIFT composite for ``rule`` (``"rescale"`` or ``"reveal_cancel"``).
 
     Args:
@@ -247,10 +259,16 @@ def composite(rule: str, graph: Optional[Sequence[Node]] = None, variables: Any 
       variables: the model's variables (RevealCancel: the consumers' parameters).
       folded: BatchNorm paths that are identities (from
         :func:`~xaijax.rules.canonizers.merge_batchnorm`).
+      maxpool_mode: ``"rule"`` (:func:`maxpool`) or ``"gradient"`` (winner-take-all gradient;
+        what Captum effectively computes when a max pool follows a ReLU, see
+        :data:`MAXPOOL_MODES`).
       eps: the ``|Δ|`` below which a rule falls back to the gradient (Captum: 1e-10).
     """
     if rule not in RULES:
         raise ValueError(f"unknown DeepLIFT rule {rule!r}; choose one of {list(RULES)}")
+    if maxpool_mode not in MAXPOOL_MODES:
+        raise ValueError(f"unknown max-pool mode {maxpool_mode!r}; choose one of "
+                         f"{list(MAXPOOL_MODES)}")
 
     def _rescale(layer, params, x):
         return rescale(layer, params, x, eps=eps)
@@ -258,7 +276,8 @@ def composite(rule: str, graph: Optional[Sequence[Node]] = None, variables: Any 
     def _maxpool(layer, params, x):
         return maxpool(layer, params, x, eps=eps)
 
-    base = by_type({L.Nonlinearity: _rescale, L.MaxPool: _maxpool})
+    base = by_type({L.Nonlinearity: _rescale,
+                    L.MaxPool: _maxpool if maxpool_mode == "rule" else None})
     if rule == "rescale":
         return base
     if graph is None:
