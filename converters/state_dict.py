@@ -81,7 +81,8 @@ def state_dict_to_variables(model, state_dict: Mapping[str, Any], *, strict: boo
             if arr.shape != tuple(np.shape(target)):
                 raise ValueError(f"checkpoint does not fit {model.spec.name}: key {key!r} has "
                                  f"shape {_inv_shape(typ, pname, arr.shape)}, expected "
-                                 f"{_torch_shape(typ, pname, target)}")
+                                 f"{_torch_shape(typ, pname, target)}"
+                                 + _head_hint(model, typ, arr, target))
             out[pname] = np.ascontiguousarray(arr)
             used.add(key)
         _set_path(new_params, path, out)
@@ -94,6 +95,14 @@ def state_dict_to_variables(model, state_dict: Mapping[str, Any], *, strict: boo
     variables = dict(model.variables)
     variables["params"] = new_params
     return variables
+
+
+def _head_hint(model, typ, arr, target) -> str:
+    """Suggest ``num_classes`` when only the classifier's output size differs."""
+    n = model.spec.num_classes
+    if typ != "Dense" or np.shape(target)[-1] != n or arr.shape[:-1] != np.shape(target)[:-1]:
+        return ""
+    return f" — the checkpoint has {arr.shape[-1]} classes: pass num_classes={arr.shape[-1]}"
 
 
 def _set_path(tree: Dict[str, Any], path, value) -> None:
