@@ -29,9 +29,13 @@ def small():
     return _skeleton("small_cnn")
 
 
+def re_shape(shape):
+    return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
+
+
 def test_wrong_rank_single_image(resnet):
-    with pytest.raises(ValueError, match=r"NHWC with 4 dimensions; got shape \(64, 64, 3\) — add "
-                                         r"a batch axis with x\[None\]"):
+    with pytest.raises(ValueError, match=r"NHWC with 4 dimensions; got shape \(64, 64, 3\) "
+                                         r"— add a batch axis with x\[None\]"):
         resnet(jnp.zeros((64, 64, 3)))
 
 
@@ -39,10 +43,6 @@ def test_wrong_rank_single_image(resnet):
 def test_wrong_rank(resnet, shape):
     with pytest.raises(ValueError, match=rf"4 dimensions; got shape {re_shape(shape)}"):
         resnet(jnp.zeros(shape))
-
-
-def re_shape(shape):
-    return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
 
 
 def test_channels_first_is_detected(resnet):
@@ -56,7 +56,8 @@ def test_channels_first_is_detected_under_jit(resnet):
 
 
 def test_wrong_channel_count(resnet):
-    with pytest.raises(ValueError, match=r"3 channels in the last axis; got shape \(2, 64, 64, 1\)"):
+    with pytest.raises(ValueError,
+                       match=r"3 channels in the last axis; got shape \(2, 64, 64, 1\)"):
         resnet(jnp.zeros((2, 64, 64, 1)))
 
 
@@ -128,7 +129,8 @@ def test_nan_and_inf_are_named():
     x = np.zeros((1, 8, 8, 3), np.float32)
     x[0, 2, 5, 1] = np.nan
     x[0, 3, 0, 0] = np.inf
-    with pytest.raises(ValueError, match=r"2 NaN/inf value\(s\), the first at index \(0, 2, 5, 1\)"):
+    with pytest.raises(ValueError,
+                       match=r"2 NaN/inf value\(s\), the first at index \(0, 2, 5, 1\)"):
         xj.models.check_finite(x)
 
 

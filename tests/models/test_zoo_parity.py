@@ -10,7 +10,8 @@ ones by 2e-4). The ResNet tests therefore damp the last BatchNorm of every resid
 ImageNet networks give.
 
 Tolerance on the logits: 1e-4 absolute (the issue's bar) while |logit| <= 10; beyond 10 the bar
-scales with the logits (1e-4 x max|logit| / 10, i.e. 1e-5 relative) since float32 rounding does. Because random-init logits can also be tiny (AlexNet, GoogLeNet: |logits| ~ 0.03-0.1),
+scales with the logits (1e-4 x max|logit| / 10, i.e. 1e-5 relative) since float32 rounding does.
+Because random-init logits can also be tiny (AlexNet, GoogLeNet: |logits| ~ 0.03-0.1),
 the error must in addition be <= 1e-4 relative to the largest reference logit.
 Intermediate taps: 1e-4 relative to the largest reference activation of that tap (absolute
 float32 errors grow with the activation's size; for activations of order 1 this is the same bar).
@@ -111,8 +112,8 @@ def test_zoo_logits_and_taps_match_torchvision(name):
     err = np.abs(logits - ref).max()
     scale = np.abs(ref).max()
     assert err <= TOL * max(1.0, scale / 10.0), (
-        f"{name}: max |logit diff| {err:.3g} > {TOL} (x {max(1.0, scale / 10.0):.3g} for logits up "
-        f"to {scale:.3g})")
+        f"{name}: max |logit diff| {err:.3g} > {TOL} (x {max(1.0, scale / 10.0):.3g} for "
+        f"logits up to {scale:.3g})")
     assert err <= TOL * scale, f"{name}: logit diff {err:.3g} > {TOL} x max |logit| {scale:.3g}"
 
     refs = _counterparts(model, calls)
