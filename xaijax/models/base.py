@@ -248,22 +248,55 @@ def build(name: str, *, num_classes: Optional[int] = None, seed: int = 0,
     if num_classes is not None:
         kwargs["num_classes"] = int(num_classes)
     module, spec = _REGISTRY[name](**kwargs)
-    x = jnp.zeros((1, *spec.input_size, spec.in_channels), jnp.float32)
-    if random_init:
-        variables = jax.jit(module.init)(jax.random.PRNGKey(seed), x)
-    else:
-        variables = jax.tree_util.tree_map(
-            lambda s: np.zeros(s.shape, s.dtype),
-            jax.eval_shape(module.init, jax.random.PRNGKey(seed), x))
+    x = jax.ShapeDtypeStruct((1, *spec.input_size, spec.in_channels), jnp.float32)
+    # one abstract trace gives both the variable shapes and the taps (names, order, types)
+    icpt = intercept._Interceptor(frozenset(), {}, None, True)
+
+    def traced_init(key, z):
+        with nn.intercept_methods(icpt):
+            variables = module.init(key, z)
+        return variables, dict(icpt.acts)
+
+    shapes, _ = jax.eval_shape(traced_init, jax.random.PRNGKey(seed), x)
+    types = {n: type(m).__name__ for n, m in icpt.layers.items()}
+    variables = _init_variables(shapes, seed) if random_init else jax.tree_util.tree_map(
+        lambda s: np.zeros(s.shape, s.dtype), shapes)
     variables = jax.tree_util.tree_map(lambda a: a, dict(variables))
-    found = intercept.list_taps(lambda z: module.apply(variables, z), x.shape)
-    spec = dataclasses.replace(spec, taps=tuple(found), tap_types=tuple(v[1] for v in
-                                                                        found.values()))
+    spec = dataclasses.replace(spec, taps=tuple(types), tap_types=tuple(types.values()))
     for t in (spec.cam_tap, *spec.block_taps, *(dict(spec.aliases).values()),
               *(spec.gap_dense or ())):
         if t not in spec.taps:
             raise AssertionError(f"zoo definition of {name}: tap {t!r} does not exist")
     return Model(module=module, variables=variables, spec=spec)
+
+
+def _init_variables(shapes: Any, seed: int) -> Any:
+    """torch's default initialisation drawn on the host from an explicitly seeded numpy
+    ``Generator`` (compiling ``module.init`` costs tens of seconds for large models, and each
+    eager ``jax.random`` call of a new shape compiles too; this compiles nothing).
+
+    Conv/Dense ``kernel`` and ``bias`` ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's
+    ``kaiming_uniform_(a=sqrt(5))`` and bias rule); BatchNorm scale 1, bias 0, mean 0, var 1.
+    """
+    rng = np.random.default_rng(seed)
+
+    def walk(node, path):
+        if not isinstance(node, Mapping):
+            return np.zeros(node.shape, node.dtype)
+        if "kernel" in node and not isinstance(node["kernel"], Mapping):
+            k = node["kernel"].shape
+            fan_in = int(np.prod(k[:-1]))
+            bound = 1.0 / math.sqrt(max(fan_in, 1))
+            out = {}
+            for pname, leaf in node.items():
+                out[pname] = rng.uniform(-bound, bound, leaf.shape).astype(np.float32)
+            return out
+        if "scale" in node and "var" in node:
+            return {pname: (np.ones if pname in ("scale", "var") else np.zeros)(
+                leaf.shape, leaf.dtype) for pname, leaf in node.items()}
+        return {k2: walk(v, path + (k2,)) for k2, v in node.items()}
+
+    return walk(dict(shapes), ())
 
 
 def get(name: str, *, pretrained: bool = False, weights: Optional[str] = None,
