@@ -17,6 +17,11 @@ nonlinearities end outside their Eq. 5 bounds, and how far, with and without the
 Run (CPU, 2 cores: ~3 s per image-iteration at 224x224, so keep the counts small):
 
     python benchmarks/fgvis_table1.py --images 8 --iterations 40
+    python benchmarks/fgvis_table1.py --images 8 --iterations 40 --mask-init 0.01
+
+On EfficientNet-Lite0 the defended gradient is exactly zero at m = 0 (see
+``xaijax/methods/fgvis.py``), so with the paper's initialisation the defended run never moves;
+``--mask-init 0.01`` starts where gradients flow and tests the filter itself.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ def main():
     ap.add_argument("--learning-rate", type=float, default=0.1)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--mask-init", type=float, default=0.0,
+                    help="initial mask value (the paper's generation game: 0)")
     args = ap.parse_args()
 
     model = load_model(args.model)
@@ -96,8 +103,8 @@ def main():
     x = xj.models.preprocess(model, [im for _, im in items], size=(args.size, args.size))
     target, zero_pred = adversarial_targets(model, x)
     print(f"model {args.model}, {len(items)} images at {args.size}x{args.size}, generation game, "
-          f"lambda=0, {args.iterations} Adam iterations (lr {args.learning_rate}); zero image "
-          f"predicts class {zero_pred}")
+          f"lambda=0, {args.iterations} Adam iterations (lr {args.learning_rate}), mask init "
+          f"{args.mask_init}; zero image predicts class {zero_pred}")
 
     run = jax.jit(xj.methods.fgvis, static_argnames=("game", "iterations", "defense"))
     predict = jax.jit(model.apply_fn)
@@ -108,13 +115,15 @@ def main():
         for s in range(0, x.shape[0], args.batch):
             xb, tb = x[s:s + args.batch], target[s:s + args.batch]
             ex = run(model, xb, tb, game="generation", lam=0.0, iterations=args.iterations,
-                     learning_rate=args.learning_rate, defense=defense)
+                     learning_rate=args.learning_rate, defense=defense,
+                     mask_init=args.mask_init)
             e = ex.extras["explanation"]
             pred = np.asarray(jnp.argmax(predict(e), axis=-1))
             hits.append(pred == np.asarray(tb))
             p_t.append(np.asarray(ex.extras["score_explanation"]))
             # the generation game starts from e = 0 (m = 0)
-            stats.append(fgvis_rules.violation_summary(model, xb, e, e_start=jnp.zeros_like(xb)))
+            stats.append(fgvis_rules.violation_summary(model, xb, e,
+                                                       e_start=args.mask_init * xb))
         dt = time.time() - t0
         hits = np.concatenate(hits)
         results[defense] = hits
@@ -126,7 +135,7 @@ def main():
               f"{dt:.0f} s, {x.shape[0] / dt:.3f} images/s\n"
               f"    activations outside their Eq. 5 bounds: {v['outside'] * 100:.2f} % (mean "
               f"excess {v['excess']:.4f}); created by the optimisation (outside now, inside for "
-              f"e = 0): {v['new_outside'] * 100:.2f} % (mean excess growth "
+              f"the initial e): {v['new_outside'] * 100:.2f} % (mean excess growth "
               f"{v['excess_growth']:.4f})")
     for (name, _), a, b in zip(items, results[False], results[True]):
         print(f"  {name:28s} target {int(target[[n for n, _ in items].index(name)])}: "
