@@ -217,7 +217,7 @@ def test_relevance_is_conserved_layer_to_layer_without_biases(composite):
 
     _, acts = m.forward(x, capture=True)
     deltas = {k: jnp.zeros_like(acts[k]) for k in taps}
-    (g_taps, g_x), s = jax.grad(total, argnums=(0, 1), has_aux=True)(deltas, x)
+    (g_taps, g_x), s = jax.jit(jax.grad(total, argnums=(0, 1), has_aux=True))(deltas, x)
     # relevance at each layer's output = the (modified) gradient there; the LRP sum is Σ R
     for k in taps:
         rk = np.asarray(g_taps[k]).reshape(2, -1).sum(1)
@@ -231,8 +231,9 @@ def test_biases_and_epsilon_absorb_relevance():
     m = _tiny_model(bias=True)
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
     t = jnp.array([0, 2])
-    ex0 = xj.methods.lrp(m, x, t, composite="lrp0")
-    exe = xj.methods.lrp(m, x, t, composite="epsilon", epsilon=1.0)
+    lrp_jit = jax.jit(xj.methods.lrp, static_argnames=("composite",))
+    ex0 = lrp_jit(m, x, t, composite="lrp0")
+    exe = lrp_jit(m, x, t, composite="epsilon", epsilon=1.0)
     # with biases LRP-0 leaks exactly what the bias neurons receive: check against the
     # bias-free network it is no longer conserved, and ε takes away more relevance
     leak0 = np.abs(np.asarray(ex0.extras["relevance_sum"] - ex0.extras["score"]))
@@ -252,7 +253,9 @@ def test_merge_batchnorm_is_exact_and_makes_batchnorm_the_identity():
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 16, 16, 3))
     c, folded = canonizers.merge_batchnorm(m)
     assert folded == (("bn1",),)
-    np.testing.assert_allclose(np.asarray(c(x)), np.asarray(m(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda mm, z: mm(z))(c, x)),
+                               np.asarray(jax.jit(lambda mm, z: mm(z))(m, x)), rtol=1e-5,
+                               atol=1e-5)
     _, acts = c.forward(x, capture=["conv1", "bn1"])
     np.testing.assert_allclose(np.asarray(acts["bn1"]), np.asarray(acts["conv1"]), atol=1e-6)
     assert "bias" in c.variables["params"]["conv1"]       # a bias-free conv gains one
