@@ -95,13 +95,13 @@ def test_cam_refuses_models_without_gap_dense_and_other_layers(small, xs):
 
 
 def test_gradcam_weights_are_mean_gradients_at_any_tap(small, xs):
-    t = jnp.array([1, 4])
+    t = _top1(small, xs)
     for tap in ("relu2", "pool1", "conv5"):
         ex = xj.explain(small, xs, t, method="gradcam", tap=tap)
         a, g = _acts_grads(small, xs, t, tap)
         w = g.mean(axis=(1, 2))
         low = np.maximum(np.einsum("nhwk,nk->nhw", a, w), 0)
-        assert low.max() > 0
+        assert (low.max((1, 2)) > 0).all(), tap
         assert_rel_close(ex.extras["weights"], w, 1e-5, tap)
         assert_rel_close(ex.extras["low_res"], low, 1e-5, tap)
         assert ex.heatmap.shape == (2, 32, 32) and float(ex.heatmap.min()) >= 0.0
@@ -361,24 +361,20 @@ def test_jit_vmap_and_no_recompile(small, xs, method):
     fn = getattr(xj.methods, method)
     opts = {"batch_size": 16} if method in ("scorecam", "ablationcam") else {}
     t = jnp.array([1, 2])
-    jf = jax.jit(lambda m, x, t: fn(m, x, t, **opts))
-    ref = jf(small, xs, t)
-    jf(small, xs + 1.0, jnp.array([3, 4]))
-    assert jf._cache_size() == 1
+    ref = xj.explain(small, xs, t, method=method, **opts)  # jit(fn) with static options
+    size = mbase._JITTED[(method, True)]._cache_size()
+    again = xj.explain(small, xs * 0.5 + 1.0, [5, 6], method=method, **opts)
+    assert mbase._JITTED[(method, True)]._cache_size() == size  # new values: no recompile
+    assert not np.allclose(again.extras["weights"], ref.extras["weights"])
     one = jax.jit(jax.vmap(lambda x1, t1: fn(small, x1[None], t1[None], **opts).heatmap[0]))
     assert_rel_close(one(xs, t), ref.heatmap, 1e-5, method)
-    ex = xj.explain(small, xs, t, method=method, **opts)
-    assert_rel_close(ex.heatmap, ref.heatmap, 1e-6, method)
-    size = mbase._JITTED[(method, True)]._cache_size()
-    xj.explain(small, xs * 0.5, [5, 6], method=method, **opts)
-    assert mbase._JITTED[(method, True)]._cache_size() == size
 
 
 def test_normalize_gives_unit_range_and_is_off_by_default(small, xs):
-    t = jnp.array([2, 7])
+    t = _top1(small, xs)
     for method in ("gradcam", "gradcam_pp", "ablationcam"):
         raw = xj.explain(small, xs, t, method=method)
-        assert float(raw.heatmap.max()) > 0
+        assert (np.asarray(raw.heatmap).max((1, 2)) > 0).all(), method
         nrm = np.asarray(xj.explain(small, xs, t, method=method, normalize=True).heatmap)
         np.testing.assert_allclose(nrm.min((1, 2)), 0, atol=1e-6)
         np.testing.assert_allclose(nrm.max((1, 2)), 1, atol=1e-6)
@@ -388,11 +384,11 @@ def test_normalize_gives_unit_range_and_is_off_by_default(small, xs):
 
 
 def test_guided_gradcam_is_guided_backprop_times_gradcam(small, xs):
-    t = jnp.array([2, 7])
+    t = _top1(small, xs)
     ex = xj.explain(small, xs, t, method="guided_gradcam", tap="relu4")
     gb = xj.explain(small, xs, t, method="guided_backprop").attribution
     gc = xj.explain(small, xs, t, method="gradcam", tap="relu4").heatmap
-    assert float(jnp.abs(ex.attribution).max()) > 0
+    assert (np.abs(np.asarray(ex.attribution)).max((1, 2, 3)) > 0).all()
     assert_rel_close(ex.attribution, gb * gc[..., None], 1e-5)
     assert_rel_close(ex.heatmap, jnp.max(jnp.abs(gb * gc[..., None]), -1), 1e-5)
 

@@ -110,7 +110,8 @@ def _inputs(name, size, n):
     if name == "efficientnet_lite0":
         from xaijax.data.images import load_image
 
-        x = np.asarray(xj.models.preprocess(model, [load_image(p) for p in ("chelsea", "coffee")],
+        # coffee first: with one image (the low taps) its top-1 maps are non-degenerate
+        x = np.asarray(xj.models.preprocess(model, [load_image(p) for p in ("coffee", "chelsea")],
                                             size=(size, size)))[:n]
     else:
         x = np.random.RandomState(0).randn(n, size, size, 3).astype(np.float32)
