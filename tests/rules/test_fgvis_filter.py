@@ -143,20 +143,28 @@ def test_default_taps_error_names_the_problem():
         R.default_taps(dataclasses.replace(m, spec=bare))
 
 
-def test_defense_keeps_generation_game_inside_bounds_on_resnet18():
-    """Real architecture (ResNet-18, random weights, 32x32): the generation game towards the
-    least-likely class creates far fewer bound violations with the defense than without."""
-    model = xj.models.get("resnet18", seed=0)
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
-    t = jnp.argmin(model(x), axis=-1).astype(jnp.int32)
-    stats = {}
+@pytest.mark.slow
+def test_defense_blocks_adversarial_class_on_pretrained_model():
+    """FGVis Table 1 in miniature (benchmarks/fgvis_table1.py runs it at scale): generation
+    game, λ = 0, target the least-likely class. Without the defense the explanation becomes that
+    class; with it, it does not. Starts at m = 0.01: at m = 0 the defended gradient is exactly
+    zero on this model, which would make the defended half trivially pass."""
+    try:
+        model = xj.models.get("efficientnet_lite0", pretrained=True)
+    except (ImportError, FileNotFoundError, ModuleNotFoundError) as e:
+        pytest.skip(f"pretrained EfficientNet-Lite0 not available: {e}")
+    x = xj.models.preprocess(model, [xj.data.load_image("chelsea")], size=(128, 128))
+    logits = model(x)
+    zero_pred = int(jnp.argmax(model(jnp.zeros_like(x))[0]))
+    order = np.argsort(np.asarray(logits[0]))
+    t = jnp.array([order[1] if order[0] == zero_pred else order[0]], jnp.int32)
+    hit, stats = {}, {}
     for defense in (False, True):
-        ex = xj.methods.fgvis(model, x, t, game="generation", lam=0.0, iterations=8,
-                              defense=defense)
-        stats[defense] = {k: np.asarray(v) for k, v in R.violation_summary(
-            model, x, ex.extras["explanation"], e_start=jnp.zeros_like(x)).items()}
-    print({d: {k: v.mean() for k, v in s.items()} for d, s in stats.items()})
-    nd, d = stats[False], stats[True]
-    assert nd["new_outside"].mean() > 0.01
-    assert d["new_outside"].mean() < 0.1 * nd["new_outside"].mean()
-    assert d["excess_growth"].mean() < 0.1 * nd["excess_growth"].mean()
+        ex = xj.methods.fgvis(model, x, t, game="generation", lam=0.0, iterations=10,
+                              defense=defense, mask_init=0.01)
+        e = ex.extras["explanation"]
+        hit[defense] = int(jnp.argmax(model(e)[0])) == int(t[0])
+        stats[defense] = {k: float(v[0]) for k, v in R.violation_summary(
+            model, x, e, e_start=0.01 * x).items()}
+    print(stats)
+    assert hit[False] and not hit[True]
