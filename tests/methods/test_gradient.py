@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,9 @@ import xaijax as xj  # noqa: E402
 from converters import state_dict_to_variables  # noqa: E402
 from tests.helpers import assert_rel_close, to_nchw, to_nhwc, torch_pair  # noqa: E402
 from xaijax.methods import base as mbase  # noqa: E402
-from xaijax.methods import gradient as G  # noqa: E402
+
+# the module, not the ``gradient`` function that xaijax.methods re-exports under the same name
+G = importlib.import_module("xaijax.methods.gradient")
 
 RTOL = 1e-4
 HW = 64
