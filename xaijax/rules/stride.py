@@ -134,6 +134,46 @@ def stride_fixed(layer: L.Layer, params: dict, x: Array) -> Array:
     return rule(params, x)
 
 
+def grid_energy(heatmap: Array, stride: int) -> Array:
+    """Fraction of a heatmap's spectral power at the frequencies of a period-``stride`` grid.
+
+    With ``P = |FFT2(h − mean h)|²`` (the DC term removed), the measure is
+
+    .. math::  E_S(h) = \\frac{\\sum_{(k, l) \\ne (0, 0),\\, 0 \\le k, l < S} P(kH/S,\\, lW/S)}
+                            {\\sum_{u, v} P(u, v)} ,
+
+    the energy of the harmonics of a pattern repeating every ``S`` pixels (the artefact of a
+    cumulative stride ``S``; the harmonics of every divisor of ``S`` are included). White noise
+    scores ``(S² − 1)/(HW − 1)``; a pure period-``S`` grid scores 1.
+
+    Args:
+      heatmap: ``(N, H, W)`` maps; ``H`` and ``W`` must be multiples of ``stride``.
+      stride: the grid period in pixels (e.g. the product of the strides above a layer).
+
+    Returns:
+      ``(N,)`` fractions in [0, 1].
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> grid = jnp.tile(jnp.array([[1.0, 0.0], [0.0, 0.0]]), (4, 4))[None]
+      >>> float(grid_energy(grid, 2)[0])
+      1.0
+    """
+    h = jnp.asarray(heatmap)
+    n, hh, ww = h.shape
+    s = int(stride)
+    if s < 2 or hh % s or ww % s:
+        raise ValueError(f"stride must be >= 2 and divide the heatmap size {hh}x{ww}; got "
+                         f"{stride}")
+    h = h - jnp.mean(h, axis=(1, 2), keepdims=True)
+    p = jnp.abs(jnp.fft.fft2(h)) ** 2
+    rows = np.arange(s) * (hh // s)
+    cols = np.arange(s) * (ww // s)
+    at = p[:, rows][:, :, cols]
+    return (jnp.sum(at, axis=(1, 2)) - at[:, 0, 0]) / jnp.maximum(jnp.sum(p, axis=(1, 2)),
+                                                                  1e-30)
+
+
 def stride_fix_rules() -> Composite:
     """Composite: :func:`stride_fixed` on every Conv, MaxPool and AvgPool (stride-1 layers keep
     their ordinary backward pass)."""
