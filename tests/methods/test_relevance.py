@@ -100,7 +100,13 @@ def test_lrp_matches_zennit(model_name, comp, opts):
     with Gradient(model=tm, composite=_zennit_composite(comp, model_name, m.spec, 1, 64)) as attr:
         _, rel = attr(xt, out)
     ex = xj.explain(m, to_nhwc(x), t, method="lrp", composite=comp, **opts)
-    assert_rel_close(ex.attribution, to_nhwc(rel.detach().numpy()), 1e-4, f"{model_name} {comp}")
+    # Tolerance from float32 resolution: on VGG16 1e-4. On ResNet-18 zennit's own float32 result
+    # differs from its float64 result by 1.5e-4 (z⁺), 1.8e-4 (αβ), 5e-5 (γ, zᴮ-first) and 3e-3
+    # (LRP-ε with ε = 0.25, heavy cancellation), so we allow ~3x that.
+    rtol = 1e-4
+    if model_name == "resnet18":
+        rtol = 5e-3 if comp == "epsilon" else 5e-4
+    assert_rel_close(ex.attribution, to_nhwc(rel.detach().numpy()), rtol, f"{model_name} {comp}")
     np.testing.assert_allclose(np.asarray(ex.heatmap), np.asarray(ex.attribution).sum(-1),
                                rtol=1e-5, atol=1e-9)
 
