@@ -149,15 +149,21 @@ def test_explain_compiles_once_for_new_inputs_targets_and_filters(small, meth):
     assert sizes[0] == sizes[-1], f"{meth} recompiled for a new filter: {sizes}"
 
 
-def test_stride_fix_reduces_grid_energy_vgg16():
-    """Oramas §3.3: the fix removes the period-S grid of strided layers. VGG16 (random weights),
-    64x64, guided backprop from filters of a layer behind two stride-2 max-pools (period 4)."""
+@pytest.mark.parametrize("tap,period", [("features.6", 2), ("features.11", 4)])
+def test_stride_fix_reduces_grid_energy_vgg16(tap, period):
+    """Oramas §3.3: the fix removes the period-S grid that strided layers leave in DeconvNet
+    maps. VGG16 (random weights), two photos at 64x64, DeconvNet from each image's most active
+    filter of a layer behind one (period 2) or two (period 4) stride-2 max-pools. Observed
+    (no fix -> fix): features.6 0.029 / 0.100 -> 0.0012 / 0.00006; features.11 0.0058 /
+    0.0133 -> 0.0014 / 0.0014."""
+    from xaijax.data.images import load_image
+
     m = xj.models.get("vgg16")
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
-    t = jnp.array([0, 0])
+    x = xj.models.preprocess(m, [load_image("chelsea"), load_image("coffee")], size=(64, 64))
+    _, acts = m.forward(x, capture=[tap])
+    filt = jnp.argmax(acts[tap].sum((1, 2)), -1)
     e = {}
     for fix in (False, True):
-        ex = xj.explain(m, x, t, method="guided_backprop", tap="features.11",
-                        filter=jnp.array([3, 17]), stride_fix=fix)
-        e[fix] = np.asarray(grid_energy(ex.heatmap, 4))
+        ex = xj.explain(m, x, 0, method="deconvnet", tap=tap, filter=filt, stride_fix=fix)
+        e[fix] = np.asarray(grid_energy(ex.heatmap, period))
     assert (e[True] < 0.5 * e[False]).all(), e
