@@ -88,3 +88,23 @@ def test_repeated_calls_with_new_values_compile_once(model):
         assert len(calls) == 1
     finally:
         base._METHODS.pop(name)
+
+
+def test_string_and_none_options_are_passed_as_static(model, x):
+    calls = []
+    name = "_static_option"
+
+    @base.register(name)
+    def with_mode(m, x, target, mode="a", scale=1.0):
+        calls.append(mode)
+        return xj.Explanation(heatmap=x[..., 0] * (2.0 if mode == "b" else 1.0) * scale,
+                              target=target, method=name)
+
+    try:
+        a = xj.explain(model, x, 0, method=name, mode="a").heatmap
+        b = xj.explain(model, x, 0, method=name, mode="b").heatmap
+        np.testing.assert_allclose(b, 2 * a)
+        xj.explain(model, x, 0, method=name, mode="b", scale=3.0)
+        assert calls == ["a", "b"]
+    finally:
+        base._METHODS.pop(name)

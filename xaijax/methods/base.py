@@ -163,18 +163,28 @@ def resolve_target(model: Any, x: Array, target: Target, num_classes: Optional[i
     return jnp.asarray(t, jnp.int32)
 
 
-_JITTED: Dict[Tuple[str, bool], Callable] = {}
+_JITTED: Dict[Tuple[str, bool, frozenset], Callable] = {}
 
 
-def _jitted(info_: MethodInfo, model_is_pytree: bool) -> Callable:
-    key = (info_.name, model_is_pytree)
+def _jitted(info_: MethodInfo, model_is_pytree: bool, static: frozenset) -> Callable:
+    key = (info_.name, model_is_pytree, static)
     if key not in _JITTED:
         fn = info_.fn
         if model_is_pytree:
-            _JITTED[key] = jax.jit(fn, static_argnames=info_.static)
+            _JITTED[key] = jax.jit(fn, static_argnames=tuple(static))
         else:
-            _JITTED[key] = jax.jit(fn, static_argnums=(0,), static_argnames=info_.static)
+            _JITTED[key] = jax.jit(fn, static_argnums=(0,), static_argnames=tuple(static))
     return _JITTED[key]
+
+
+def _is_static_value(v: Any) -> bool:
+    """Options that cannot be traced (strings, None, booleans, tuples of them / of ints) are
+    passed as static arguments even when the method did not declare them."""
+    if v is None or isinstance(v, (str, bool)):
+        return True
+    if isinstance(v, tuple):
+        return all(_is_static_value(a) or isinstance(a, (int, float)) for a in v)
+    return callable(v) and not hasattr(v, "shape")
 
 
 def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gradient",
@@ -216,5 +226,7 @@ def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gra
     if unknown:
         raise TypeError(f"method {method!r} has no option(s) {sorted(unknown)}; options: "
                         f"{[p for p in inspect.signature(inf.fn).parameters][3:]}")
-    ex = _jitted(inf, isinstance(model, Model))(model, x, t, **options)
+    static = frozenset(inf.static) | frozenset(k for k, v in options.items()
+                                               if _is_static_value(v))
+    ex = _jitted(inf, isinstance(model, Model), static)(model, x, t, **options)
     return ex
