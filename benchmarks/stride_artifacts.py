@@ -87,10 +87,10 @@ def main(argv=None):
     print(f"grid energy E_S at the stride harmonics, mean over {len(imgs)} photos at "
           f"{args.size}x{args.size} (white noise: " +
           ", ".join(f"S={s}: {v:.1e}" for s, v in noise.items()) + ")")
-    print(f"{'model':<20}{'tap':<18}{'S':>3}  {'method':<16}{'no fix':>10}{'fix':>10}"
+    print(f"{'model':<20}{'tap':<24}{'S':>3}  {'method':<16}{'no fix':>10}{'fix':>10}"
           f"{'fix/no fix':>12}")
     for name, tap, s, method, off, on in rows:
-        print(f"{name:<20}{tap:<18}{s:>3}  {method:<16}{off:>10.2e}{on:>10.2e}"
+        print(f"{name:<20}{tap:<24}{s:>3}  {method:<16}{off:>10.2e}{on:>10.2e}"
               f"{on / max(off, 1e-30):>12.3f}")
     print(f"# {time.time() - t0:.0f} s")
 
