@@ -141,7 +141,8 @@ def test_jit_vmap_and_jit_vmap_agree(small, meth, opts):
 @pytest.mark.parametrize("meth", ["guided_backprop", "deconvnet"])
 def test_explain_compiles_once_for_new_inputs_targets_and_filters(small, meth):
     m, x, t = small
-    jitted = mbase._jitted(mbase.info(meth), True)
+    jitted = mbase.jitted_for(mbase.info(meth), True, dict(tap="relu3", filter=0,
+                                                           stride_fix=True))
     sizes = []
     for i in range(3):
         xj.explain(m, x + 0.1 * i, t, method=meth, tap="relu3", filter=i, stride_fix=True)

@@ -101,8 +101,8 @@ def test_string_and_none_options_are_passed_as_static(model, x):
                               target=target, method=name)
 
     try:
-        a = xj.explain(model, x, 0, method=name, mode="a").heatmap
-        b = xj.explain(model, x, 0, method=name, mode="b").heatmap
+        a = xj.explain(model, x, 0, method=name, mode="a", scale=1.0).heatmap
+        b = xj.explain(model, x, 0, method=name, mode="b", scale=1.0).heatmap
         np.testing.assert_allclose(b, 2 * a)
         xj.explain(model, x, 0, method=name, mode="b", scale=3.0)
         assert calls == ["a", "b"]

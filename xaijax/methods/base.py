@@ -166,7 +166,9 @@ def resolve_target(model: Any, x: Array, target: Target, num_classes: Optional[i
 _JITTED: Dict[Tuple[str, bool, frozenset], Callable] = {}
 
 
-def _jitted(info_: MethodInfo, model_is_pytree: bool, static: frozenset) -> Callable:
+def _jitted(info_: MethodInfo, model_is_pytree: bool,
+            static: Optional[frozenset] = None) -> Callable:
+    static = frozenset(info_.static) if static is None else static
     key = (info_.name, model_is_pytree, static)
     if key not in _JITTED:
         fn = info_.fn
@@ -175,6 +177,14 @@ def _jitted(info_: MethodInfo, model_is_pytree: bool, static: frozenset) -> Call
         else:
             _JITTED[key] = jax.jit(fn, static_argnums=(0,), static_argnames=tuple(static))
     return _JITTED[key]
+
+
+def jitted_for(info_: MethodInfo, model_is_pytree: bool, options: Dict[str, Any]) -> Callable:
+    """The cached jitted method that :func:`explain` uses for these options (its
+    ``_cache_size()`` tells how often it compiled)."""
+    static = frozenset(info_.static) | frozenset(k for k, v in options.items()
+                                                 if _is_static_value(v))
+    return _jitted(info_, model_is_pytree, static)
 
 
 def _is_static_value(v: Any) -> bool:
@@ -226,7 +236,5 @@ def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gra
     if unknown:
         raise TypeError(f"method {method!r} has no option(s) {sorted(unknown)}; options: "
                         f"{[p for p in inspect.signature(inf.fn).parameters][3:]}")
-    static = frozenset(inf.static) | frozenset(k for k, v in options.items()
-                                               if _is_static_value(v))
-    ex = _jitted(inf, isinstance(model, Model), static)(model, x, t, **options)
+    ex = jitted_for(inf, isinstance(model, Model), options)(model, x, t, **options)
     return ex
