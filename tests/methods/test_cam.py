@@ -362,9 +362,9 @@ def test_jit_vmap_and_no_recompile(small, xs, method):
     opts = {"batch_size": 16} if method in ("scorecam", "ablationcam") else {}
     t = jnp.array([1, 2])
     ref = xj.explain(small, xs, t, method=method, **opts)  # jit(fn) with static options
-    size = mbase._JITTED[(method, True)]._cache_size()
+    size = mbase.jitted_for(mbase.info(method), True, opts)._cache_size()
     again = xj.explain(small, xs * 0.5 + 1.0, [5, 6], method=method, **opts)
-    assert mbase._JITTED[(method, True)]._cache_size() == size  # new values: no recompile
+    assert mbase.jitted_for(mbase.info(method), True, opts)._cache_size() == size  # new values: no recompile
     assert not np.allclose(again.extras["weights"], ref.extras["weights"])
     one = jax.jit(jax.vmap(lambda x1, t1: fn(small, x1[None], t1[None], **opts).heatmap[0]))
     assert_rel_close(one(xs, t), ref.heatmap, 1e-5, method)
