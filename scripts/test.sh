@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test,torch
 . .venv/bin/activate
-exec python -m pytest -q "$@"
+exec python -m pytest -q -n 2 "$@"
