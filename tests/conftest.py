@@ -9,6 +9,6 @@ import os
 
 def pytest_runtest_logreport(report):
     path = os.environ.get("XAIJAX_TEST_TIMES")
-    if path and report.when == "call":
+    if path and report.when in ("setup", "call"):
         with open(path, "a") as f:
-            f.write(f"{report.duration:.1f}\t{report.outcome}\t{report.nodeid}\n")
+            f.write(f"{report.duration:.1f}\t{report.when}\t{report.outcome}\t{report.nodeid}\n")
