@@ -56,3 +56,14 @@ def test_flatten_uses_torch_nchw_order():
     x = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
     out = L.Flatten().apply({}, jnp.asarray(x.transpose(0, 2, 3, 1)))
     np.testing.assert_array_equal(out, x.reshape(2, -1))
+
+
+def test_relu_and_relu6_gradients_follow_torch_at_the_kinks():
+    x = np.array([-1.0, 0.0, 3.0, 6.0, 7.0], np.float32)
+    for layer, fn in ((L.ReLU(), F.relu), (L.ReLU6(), F.relu6)):
+        g = jax.grad(lambda z: layer.apply({}, z).sum())(jnp.asarray(x))
+        t = torch.tensor(x, requires_grad=True)
+        fn(t).sum().backward()
+        np.testing.assert_array_equal(np.asarray(g), t.grad.numpy())
+        np.testing.assert_array_equal(np.asarray(layer.apply({}, jnp.asarray(x))),
+                                      fn(torch.tensor(x)).numpy())

@@ -171,15 +171,19 @@ class Nonlinearity(Layer):
 
 
 class ReLU(Nonlinearity):
+    """max(x, 0) with torch's gradient convention (0 at x = 0; ``jnp.maximum`` would give 0.5)."""
+
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
-        return jnp.maximum(x, 0.0)
+        return jax.nn.relu(x)
 
 
 class ReLU6(Nonlinearity):
+    """min(max(x, 0), 6) with torch's gradient (1 strictly inside (0, 6), else 0)."""
+
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
-        return jnp.clip(x, 0.0, 6.0)
+        return jnp.where((x > 0.0) & (x < 6.0), x, jnp.clip(x, 0.0, 6.0))
 
 
 # --------------------------------------------------------------------------------------------
