@@ -183,7 +183,7 @@ class ReLU6(Nonlinearity):
 
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
-        return jnp.where((x > 0.0) & (x < 6.0), x, jnp.clip(x, 0.0, 6.0))
+        return jnp.where((x > 0.0) & (x < 6.0), x, lax.stop_gradient(jnp.clip(x, 0.0, 6.0)))
 
 
 # --------------------------------------------------------------------------------------------
