@@ -25,19 +25,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import xaijax as xj  # noqa: E402
+from benchmarks.common import best_time, torch_pair  # noqa: E402,F811
 
-
-def _torch_pair(name, seed=0):
-    import torch
-    import torchvision
-
-    from converters import state_dict_to_variables
-
-    torch.manual_seed(seed)
-    tm = getattr(torchvision.models, name)(weights=None).eval()
-    model = xj.models.get(name)
-    sd = {k: v.detach().numpy() for k, v in tm.state_dict().items()}
-    return tm, model.replace_variables(state_dict_to_variables(model, sd))
 
 
 def _quiet_tqdm():
@@ -51,14 +40,6 @@ def _quiet_tqdm():
 
     ab.tqdm = sc.tqdm = _Q
 
-
-def _time(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main(argv=None):
@@ -80,7 +61,7 @@ def main(argv=None):
 
     torch.set_num_threads(os.cpu_count() or 1)
     _quiet_tqdm()
-    tm, model = _torch_pair(a.model)
+    tm, model = torch_pair(a.model)
     peers = {"gradcam": GradCAM, "gradcam_pp": GradCAMPlusPlus, "scorecam": ScoreCAM,
              "ablationcam": AblationCAM}
     print(f"{a.model}, random weights, batch {a.batch}, CPU ({os.cpu_count()} cores), "
@@ -106,7 +87,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         ours()
         compile_s = time.perf_counter() - t0
-        ours_s = _time(ours, a.repeats)
+        ours_s = best_time(ours, a.repeats)
 
         cam = peers[method](tm, [tm.get_submodule(tap)])
         cam.batch_size = a.chunk
@@ -115,7 +96,7 @@ def main(argv=None):
         def peer():
             cam(xt, targets)
 
-        peer_s = _time(peer, a.repeats)
+        peer_s = best_time(peer, a.repeats)
         cam.activations_and_grads.release()
         print(f"{method:12s} {tap:8s} {size:5d} {a.batch / ours_s:13.2f} "
               f"{a.batch / peer_s:23.2f} {peer_s / ours_s:8.2f}x {compile_s - ours_s:17.1f}",

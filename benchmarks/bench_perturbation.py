@@ -21,28 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import xaijax as xj  # noqa: E402
+from benchmarks.common import best_time, torch_pair  # noqa: E402,F811
 
-
-def _pair(seed=0):
-    import torch
-    import torchvision
-
-    from converters import state_dict_to_variables
-
-    torch.manual_seed(seed)
-    tm = torchvision.models.alexnet(weights=None).eval()
-    model = xj.models.get("alexnet")
-    sd = {k: v.detach().cpu().numpy() for k, v in tm.state_dict().items()}
-    return tm, model.replace_variables(state_dict_to_variables(model, sd))
-
-
-def _time(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main():
@@ -61,7 +41,7 @@ def main():
         from torchray.attribution.extremal_perturbation import extremal_perturbation as tr_ep
         from torchray.attribution.rise import rise as tr_rise
 
-    tm, model = _pair()
+    tm, model = torch_pair("alexnet")
     n, s = args.images, args.size
     x = jax.random.normal(jax.random.PRNGKey(0), (n, s, s, 3))
     xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
@@ -75,8 +55,8 @@ def main():
         t0 = time.perf_counter()
         jax.block_until_ready(ours())
         compile_s = time.perf_counter() - t0
-        t_ours = _time(lambda: jax.block_until_ready(ours()), args.repeats)
-        t_peer = _time(peer, args.repeats)
+        t_ours = best_time(lambda: jax.block_until_ready(ours()), args.repeats)
+        t_peer = best_time(peer, args.repeats)
         rows.append((name, settings, n / t_ours, n / t_peer, compile_s))
 
     # occlusion

@@ -23,16 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import to_nhwc, torch_pair  # noqa: E402
+from benchmarks.common import best_time, torch_pair  # noqa: E402,F811
+from tests.helpers import to_nhwc  # noqa: E402
 
-
-def _time(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main():
@@ -84,8 +77,8 @@ def main():
         t0 = time.perf_counter()
         ours()
         compile_s = time.perf_counter() - t0
-        a = _time(ours, args.repeats)
-        b = _time(peer, args.repeats)
+        a = best_time(ours, args.repeats)
+        b = best_time(peer, args.repeats)
         print(f"{label:18s} xaijax {n / a:7.2f} img/s (first call incl. compile {compile_s:.1f} s)"
               f" | {peer_name} {n / b:7.2f} img/s | ratio {b / a:.2f}x")
 
