@@ -11,8 +11,32 @@
 import functools
 import gc
 import os
+import shutil
+import tempfile
 
 import pytest
+
+
+def pytest_configure(config):
+    """One on-disk XLA compilation cache per test run, shared by the pytest-xdist workers, so a
+    program that several tests (or modules, after the per-module ``jax.clear_caches()``) compile
+    identically is compiled once. The main process makes it empty, the workers inherit it
+    through the environment, and it is deleted at the end of the run. ``XAIJAX_TEST_XLA_CACHE``
+    names a directory to use (and keep) instead."""
+    import jax
+
+    if "XAIJAX_TEST_XLA_CACHE" not in os.environ:
+        os.environ["XAIJAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="xaijax-test-xla-cache-")
+        config._xaijax_cache_to_remove = os.environ["XAIJAX_TEST_XLA_CACHE"]
+    jax.config.update("jax_compilation_cache_dir", os.environ["XAIJAX_TEST_XLA_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_xaijax_cache_to_remove", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,6 +50,7 @@ def _release_memory_after_module(request):
     from tests import helpers
 
     helpers.torch_pair.cache_clear()
+    helpers.efficientnet_pair.cache_clear()
     from xaijax.methods import base
 
     base._JITTED.clear()

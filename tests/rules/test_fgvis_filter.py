@@ -160,8 +160,8 @@ def test_defense_blocks_adversarial_class_on_pretrained_model():
     t = jnp.array([order[1] if order[0] == zero_pred else order[0]], jnp.int32)
     hit, stats = {}, {}
     for defense in (False, True):
-        ex = xj.methods.fgvis(model, x, t, game="generation", lam=0.0, iterations=10,
-                              defense=defense, mask_init=0.01)
+        ex = xj.explain(model, x, t, method="fgvis", game="generation", lam=0.0,
+                        iterations=10, defense=defense, mask_init=0.01)
         e = ex.extras["explanation"]
         hit[defense] = int(jnp.argmax(model(e)[0])) == int(t[0])
         stats[defense] = {k: float(v[0]) for k, v in R.violation_summary(

@@ -1,8 +1,6 @@
 """LRP rules against independent closed-form numpy computations on tiny layers, conservation
 through every layer type, and the BatchNorm canonizer."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np

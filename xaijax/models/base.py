@@ -79,8 +79,14 @@ class Model:
 
     # ---- plain forward ------------------------------------------------------------------------
     def __call__(self, x: Array) -> Array:
+        """Logits. Called on concrete arrays the forward pass is compiled (once per input
+        shape); inside ``jit``/``grad``/``vmap`` (or under an interceptor) it is traced inline.
+        Op-by-op execution would compile every layer separately: an eager EfficientNet-Lite0
+        forward on CPU took 30 s, the compiled one 4 s."""
         check_input(self, x)
-        return self.module.apply(self.variables, x)
+        if isinstance(x, jax.core.Tracer) or _interceptors_active():
+            return self.module.apply(self.variables, x)
+        return _compiled_apply(self, x)
 
     def apply_fn(self, x: Array) -> Array:
         return self.module.apply(self.variables, x)
@@ -171,6 +177,17 @@ def layer_table(module: nn.Module, variables: Any, spec: ModelSpec):
 # validation
 
 
+def _interceptors_active() -> bool:
+    # a cached compiled forward would silently skip a user's flax.linen.intercept_methods
+    stack = getattr(nn.module, "_global_interceptor_stack", None)
+    return stack is None or len(stack) > 0
+
+
+@jax.jit
+def _compiled_apply(model: Model, x: Array) -> Array:
+    return model.module.apply(model.variables, x)
+
+
 def check_input(model: Optional[Model], x: Any, *, name: str = "x") -> None:
     """Trace-time checks of an input batch: rank, layout, dtype and size."""
     shape = getattr(x, "shape", None)
@@ -257,7 +274,8 @@ def build(name: str, *, num_classes: Optional[int] = None, seed: int = 0,
             variables = module.init(key, z)
         return variables, dict(icpt.acts)
 
-    shapes, _ = jax.eval_shape(traced_init, jax.random.PRNGKey(seed), x)
+    with jax.enable_x64(False):  # float32 variables also when the user enabled x64 globally
+        shapes, _ = jax.eval_shape(traced_init, jax.random.PRNGKey(seed), x)
     types = {n: type(m).__name__ for n, m in icpt.layers.items()}
     variables = _init_variables(shapes, seed) if random_init else jax.tree_util.tree_map(
         lambda s: np.zeros(s.shape, s.dtype), shapes)

@@ -94,14 +94,55 @@ class Conv(Layer):
 
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
-        y = lax.conv_general_dilated(
-            x, params["kernel"], window_strides=_pair(self.strides),
-            padding=_conv_pads(self.padding), rhs_dilation=_pair(self.dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups,
-            precision=lax.Precision.HIGHEST)
+        args = (_pair(self.strides), _conv_pads(self.padding), _pair(self.dilation))
+        if 1 < self.groups == x.shape[-1] == self.features and _on_cpu():  # depthwise
+            y = depthwise_conv_shifted(x, params["kernel"], *args)
+        else:
+            y = _xla_conv(x, params["kernel"], *args, self.groups)
         if "bias" in params:
             y = y + params["bias"]
         return y
+
+
+def _on_cpu() -> bool:
+    # chosen while tracing, from the backend jit compiles for by default (lax.platform_dependent
+    # would defer the choice to lowering, but its switch makes tracing EfficientNet's gradient
+    # several times slower); both branches compute the same function
+    return jax.default_backend() == "cpu"
+
+
+def _xla_conv(x: Array, kernel: Array, strides, pads, dilation, groups: int) -> Array:
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        precision=lax.Precision.HIGHEST)
+
+
+def depthwise_conv_shifted(x: Array, kernel: Array, strides: Tuple[int, int],
+                           pads: Tuple[Tuple[int, int], Tuple[int, int]],
+                           dilation: Tuple[int, int] = (1, 1)) -> Array:
+    """Depthwise convolution (``kernel``: (kh, kw, 1, C)) as a sum of ``kh*kw`` shifted,
+    strided slices of the zero-padded input times one kernel tap each (autodiff turns the
+    slices into pads for the backward pass).
+
+    Used on CPU, where XLA's grouped convolution is slow: EfficientNet-Lite0 at 224x224 runs
+    its float32 forward ~7x and its input gradient ~9x faster this way (XLA compiles the sum
+    ~2x longer, a few seconds once), and in float64 XLA's kernel takes ~1 s for a single 5x5
+    depthwise convolution on a 4x4 map. Other backends keep ``lax.conv_general_dilated``.
+    Same result up to summation order."""
+    (sh, sw), (dh, dw) = strides, dilation
+    kh, kw = kernel.shape[:2]
+    xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    n, hp, wp, c = xp.shape
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            a, b = i * dh, j * dw
+            tap = lax.slice(xp, (0, a, b, 0), (n, a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1,
+                                               c), (1, sh, sw, 1))
+            y = tap * kernel[i, j, 0] if y is None else y + tap * kernel[i, j, 0]
+    return y
 
 
 def _conv_pads(p: Any) -> Tuple[Tuple[int, int], Tuple[int, int]]:

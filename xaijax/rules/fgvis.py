@@ -18,6 +18,7 @@ Here that layer is a tap *edit* (see :mod:`xaijax.nn.intercept`): ``bound_filter
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import jax
@@ -205,6 +206,12 @@ def violation_summary(model, x: Array, e: Array, e_start: Optional[Array] = None
       Wagner et al. 2019, §3.2, Eq. 4–5.
     """
     taps = tuple(default_taps(model) if taps is None else taps)
+    return _violation_summary(model, x, e, e_start, taps)
+
+
+@functools.partial(jax.jit, static_argnames=("taps",))
+def _violation_summary(model, x, e, e_start, taps):
+    # compiled as one program (op-by-op it took ~50 s on EfficientNet-Lite0 on CPU)
     _, ax = model.forward(x, capture=taps)
     _, ae = model.forward(e, capture=taps)
     a0 = model.forward(e_start, capture=taps)[1] if e_start is not None else None
