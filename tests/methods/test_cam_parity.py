@@ -24,7 +24,7 @@ Conventions matched (see ``xaijax/methods/cam.py``):
   the head; to hook the head alone, the test gives it two identical ReLU6 modules (same math).
 """
 
-import copy
+import functools
 
 import numpy as np
 import pytest
@@ -42,46 +42,17 @@ from tests.helpers import (assert_rel_close, efficientnet_pair, to_nchw, to_nhwc
 RTOL = 1e-4
 
 
-class _TwoReLU6(torch.nn.Module):
-    """Stand-in for the reference's shared top-level ``_swish``: called exactly twice per
-    forward (stem, then head), it routes each call to its own ReLU6 so hooks see the head."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = torch.nn.ReLU6()
-        self.head = torch.nn.ReLU6()
-        self.calls = 0
-
-    def forward(self, x):
-        mod = self.stem if self.calls % 2 == 0 else self.head
-        self.calls += 1
-        return mod(x)
-
-
 def _need(name):
     if name not in xj.models.available():
         pytest.skip(f"{name!r} is not registered in the xaijax zoo yet")
 
 
-def _effnet_pair():
-    _need("efficientnet_lite0")
-    tm, model = efficientnet_pair()
-    tm = copy.deepcopy(tm)
-    tm._swish = _TwoReLU6()
-    return tm, model
-
-
-_PAIRS = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _pair(name):
-    if name not in _PAIRS:
-        if name == "efficientnet_lite0":
-            _PAIRS[name] = _effnet_pair()
-        else:
-            _need(name)
-            _PAIRS[name] = torch_pair(name)
-    return _PAIRS[name]
+    _need(name)
+    if name == "efficientnet_lite0":
+        return efficientnet_pair(split_relu6=True)
+    return torch_pair(name)
 
 
 # model -> (tap for xaijax (also the torch module path, via an alias where needed),
