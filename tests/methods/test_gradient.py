@@ -125,16 +125,26 @@ def test_input_x_gradient_matches_captum(name):
     assert_rel_close(ex.heatmap, ref.sum(-1), RTOL, "signed channel sum")
 
 
+# Parity baselines are never constant images: on a constant image every max-pool window is an
+# exact tie, so which element passes the gradient is decided by rounding at 1e-16 (summation
+# order, SIMD width), differently in XLA and torch and from one CPU to the next. With
+# baseline="black" the IG endpoint alpha = 0 then differs by 12-16 % of its maximum on VGG16
+# (measured on this CI machine; it happened to agree on an earlier one). The blurred input is a
+# generic image; the "black" and "zeros" values themselves are checked in test_baselines.
+
+
+def _captum_ig(tm, x, baseline, **kw):
+    return captum_attr.IntegratedGradients(tm).attribute(
+        torch_in(x), baselines=torch_in(baseline), target=torch.tensor(TARGETS), **kw)
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_integrated_gradients_matches_captum_black_baseline(name):
+def test_integrated_gradients_matches_captum_blur_baseline(name):
     tm, m, x = pair64(name)
-    ex = run64(xj.methods.integrated_gradients, m, x, baseline="black", steps=6,
+    ex = run64(xj.methods.integrated_gradients, m, x, baseline="blur", steps=6,
                method="riemann_trapezoid", internal_batch_size=4)  # 4 + a remainder of 2
-    black = -np.asarray(m.spec.mean) / np.asarray(m.spec.std)
-    base_t = torch_in(np.broadcast_to(black, x.shape))
-    ref, delta = captum_attr.IntegratedGradients(tm).attribute(
-        torch_in(x), baselines=base_t, target=torch.tensor(TARGETS), n_steps=6,
-        method="riemann_trapezoid", return_convergence_delta=True)
+    ref, delta = _captum_ig(tm, x, ex.extras["baseline"], n_steps=6,
+                            method="riemann_trapezoid", return_convergence_delta=True)
     assert_rel_close(ex.attribution, to_nhwc(ref.detach().numpy()), RTOL, "IG")
     assert_rel_close(ex.extras["delta"], delta.detach().numpy(), RTOL, "completeness delta")
 
@@ -143,14 +153,9 @@ def test_integrated_gradients_matches_captum_black_baseline(name):
 @pytest.mark.parametrize("method", ["riemann_left", "riemann_right", "riemann_middle",
                                     "riemann_trapezoid", "gausslegendre"])
 def test_integrated_gradients_quadratures_match_captum_vgg16(method):
-    # baseline "black", not zeros: at α = 0 a zero image gives exactly-zero pre-activations in a
-    # zero-bias VGG, where XLA's d max(x, 0)/dx = 1/2 and torch's relu' = 0 (see the report)
     tm, m, x = pair64("vgg16")
-    ex = run64(xj.methods.integrated_gradients, m, x, steps=3, method=method, baseline="black")
-    black = -np.asarray(m.spec.mean) / np.asarray(m.spec.std)
-    ref = captum_attr.IntegratedGradients(tm).attribute(
-        torch_in(x), baselines=torch_in(np.broadcast_to(black, x.shape)),
-        target=torch.tensor(TARGETS), n_steps=3, method=method)
+    ex = run64(xj.methods.integrated_gradients, m, x, steps=3, method=method, baseline="blur")
+    ref = _captum_ig(tm, x, ex.extras["baseline"], n_steps=3, method=method)
     assert_rel_close(ex.attribution, to_nhwc(ref.detach().numpy()), RTOL, method)
 
 
