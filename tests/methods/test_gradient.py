@@ -71,7 +71,7 @@ def _pair64_cached(name):
         if isinstance(mod, torch.nn.ReLU):
             mod.inplace = False
     with jax.enable_x64(True):
-        var64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a), jnp.float64),
+        var64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)),
                                        m32.variables)
     m = m32.replace_variables(var64)
     x = np.random.default_rng(0).standard_normal((2, HW, HW, 3))

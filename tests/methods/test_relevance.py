@@ -173,7 +173,7 @@ def test_deeplift_rescale_matches_captum(model_name):
     # its effective max pooling is winner-take-all (see xaijax.rules.deeplift.MAXPOOL_MODES)
     with jax.enable_x64(True):
         m = m32.replace_variables(jax.tree_util.tree_map(
-            lambda a: jnp.asarray(np.asarray(a), jnp.float64), m32.variables))
+            lambda a: jnp.asarray(np.asarray(a, np.float64)), m32.variables))
         ex = jax.jit(lambda mm, xx, tt: xj.methods.deeplift(mm, xx, tt, maxpool="gradient"))(
             m, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(t, jnp.int32))
         att = np.asarray(ex.attribution)
