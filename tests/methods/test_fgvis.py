@@ -116,13 +116,14 @@ def test_jit_vmap_and_no_recompile(small):
         if before is None:
             before = jitted._cache_size()
     assert jitted._cache_size() == before, "fgvis recompiled for new values"
-    a = fgvis(model, x, t, game="deletion", lam=0.01, iterations=3)
+    a = jax.jit(lambda xb, tb: fgvis(model, xb, tb, game="deletion", lam=0.01,
+                                     iterations=3))(x, t)
     np.testing.assert_allclose(outs[0].heatmap, a.heatmap, atol=1e-5)
     np.testing.assert_allclose(outs[0].extras["loss"], a.extras["loss"], rtol=1e-5)
     assert not np.allclose(outs[0].extras["loss"], outs[1].extras["loss"])
     # vmap over an extra leading axis equals the batched call
-    v = jax.vmap(lambda xb, tb: fgvis(model, xb, tb, game="deletion", lam=0.01,
-                                      iterations=3).heatmap)(x[:, None], t[:, None])
+    v = jax.jit(jax.vmap(lambda xb, tb: fgvis(model, xb, tb, game="deletion", lam=0.01,
+                                              iterations=3).heatmap))(x[:, None], t[:, None])
     np.testing.assert_allclose(v[:, 0], a.heatmap, atol=1e-5)
 
 

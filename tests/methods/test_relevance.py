@@ -17,7 +17,8 @@ zennit = pytest.importorskip("zennit")
 captum = pytest.importorskip("captum")
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import assert_rel_close, efficientnet_pair, to_nhwc, torch_pair  # noqa: E402
+from tests.helpers import (assert_rel_close, efficientnet_pair, float64_pair, to_nhwc,  # noqa
+                           torch_pair)
 
 
 def _need(name):
@@ -156,13 +157,9 @@ def test_deeplift_rescale_matches_captum(model_name):
     import copy
 
     _need(model_name)
-    tm32, m32 = torch_pair(model_name)
-    tm = copy.deepcopy(tm32).double().eval()
-    for mod in tm.modules():
-        if isinstance(mod, torch.nn.ReLU):
-            mod.inplace = False
+    tm, m = float64_pair(model_name)
     if model_name.startswith("resnet"):
-        tm = _unshare_resnet_relus(tm)
+        tm = _unshare_resnet_relus(copy.deepcopy(tm))
     x = _input(n=2).astype(np.float64)
     t = np.array([1, 5])
     with warnings.catch_warnings():
@@ -174,8 +171,6 @@ def test_deeplift_rescale_matches_captum(model_name):
     # Captum's max-pool rule is overridden by the hook of the ReLU that feeds each pool, so
     # its effective max pooling is winner-take-all (see xaijax.rules.deeplift.MAXPOOL_MODES)
     with jax.enable_x64(True):
-        m = m32.replace_variables(jax.tree_util.tree_map(
-            lambda a: jnp.asarray(np.asarray(a, np.float64)), m32.variables))
         ex = jax.jit(lambda mm, xx, tt: xj.methods.deeplift(mm, xx, tt, maxpool="gradient"))(
             m, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(t, jnp.int32))
         att = np.asarray(ex.attribution)
