@@ -103,7 +103,7 @@ def float64_pair(name: str):
     are not in-place (Captum's ReLU hooks and in-place ReLUs do not mix), and the xaijax model
     with float64 variables (converted in numpy: ``jnp.asarray(a, float64)`` compiles one convert
     per leaf shape). Shared, so callers must not modify either."""
-    return _cached(("float64", name, 0), lambda: _build_float64_pair(name))
+    return _cached(("float64", name), lambda: _build_float64_pair(name))
 
 
 def _build_float64_pair(name):

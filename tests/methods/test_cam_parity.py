@@ -24,7 +24,6 @@ Conventions matched (see ``xaijax/methods/cam.py``):
   the head; to hook the head alone, the test gives it two identical ReLU6 modules (same math).
 """
 
-import functools
 
 import numpy as np
 import pytest
@@ -48,7 +47,6 @@ def _need(name):
         pytest.skip(f"{name!r} is not registered in the xaijax zoo yet")
 
 
-@functools.lru_cache(maxsize=None)
 def _pair(name):
     _need(name)
     if name == "efficientnet_lite0":

@@ -143,7 +143,6 @@ def test_default_taps_error_names_the_problem():
         R.default_taps(dataclasses.replace(m, spec=bare))
 
 
-@pytest.mark.slow
 def test_violation_summary_counts_neurons_outside_eq5_bounds():
     model = xj.models.get("small_cnn", num_classes=10)
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
@@ -159,6 +158,7 @@ def test_violation_summary_counts_neurons_outside_eq5_bounds():
     np.testing.assert_allclose(grown["new_outside"], out["outside"])
 
 
+@pytest.mark.slow
 def test_defense_blocks_adversarial_class_on_pretrained_model():
     """FGVis Table 1 in miniature (benchmarks/fgvis_table1.py runs it at scale): generation
     game, λ = 0, target the least-likely class. Without the defense the explanation becomes that
