@@ -24,7 +24,6 @@ Conventions matched (see ``xaijax/methods/cam.py``):
   the head; to hook the head alone, the test gives it two identical ReLU6 modules (same math).
 """
 
-
 import numpy as np
 import pytest
 
