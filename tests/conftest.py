@@ -8,6 +8,9 @@
   (pytest-xdist prints ``--durations`` only at the end): ``seconds<TAB>phase<TAB>outcome<TAB>
   nodeid<TAB>trace<TAB>lower<TAB>compile``, the last three the seconds JAX spent tracing,
   lowering to MLIR and compiling with XLA in that phase.
+* Set ``XAIJAX_TEST_COMPILES=FILE`` to append one line per XLA compilation (``seconds<TAB>
+  jitted function<TAB>test``; persistent-cache events with 0 seconds), to find which programs
+  a slow test compiles: ``sort -rn FILE | head``.
 """
 
 import functools
@@ -33,6 +36,13 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_dir", os.environ["XAIJAX_TEST_XLA_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run first (a stable sort: the order within each group is kept).
+    pytest-xdist hands tests to whichever worker is free, so the long ones going first leaves
+    only short tests for the end, instead of one worker finishing a 60 s test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_unconfigure(config):
@@ -65,18 +75,31 @@ _JAX_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": 0,
 _jax_seconds = [0.0, 0.0, 0.0]
 
 
+def _log_compile(seconds, what):
+    with open(os.environ["XAIJAX_TEST_COMPILES"], "a") as f:
+        f.write(f"{seconds:.2f}\t{what}\t{os.environ.get('PYTEST_CURRENT_TEST', '')}\n")
+
+
 def _on_jax_event(event, duration, **kwargs):
     i = _JAX_EVENTS.get(event)
     if i is not None:
         _jax_seconds[i] += duration
+    if i == 2 and os.environ.get("XAIJAX_TEST_COMPILES"):
+        _log_compile(duration, kwargs.get("fun_name"))
+
+
+def _on_jax_cache_event(event, **kwargs):
+    if event.startswith("/jax/compilation_cache/") and os.environ.get("XAIJAX_TEST_COMPILES"):
+        _log_compile(0.0, event)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session):
-    if os.environ.get("XAIJAX_TEST_TIMES"):
+    if os.environ.get("XAIJAX_TEST_TIMES") or os.environ.get("XAIJAX_TEST_COMPILES"):
         from jax import monitoring
 
         monitoring.register_event_duration_secs_listener(_on_jax_event)
+        monitoring.register_event_listener(_on_jax_cache_event)
 
 
 def pytest_runtest_logreport(report):
