@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -52,6 +53,20 @@ class Layer(nn.Module):
     @nn.nowrap
     def get_params(self, *xs: Array) -> dict:
         return {}
+
+    @nn.nowrap
+    def _param(self, name: str, init: Any, shape: Tuple[int, ...]) -> Array:
+        """``self.param`` without its per-call cost when the variable exists: flax then traces
+        ``init`` under ``jax.eval_shape`` only to compare shapes (~3 ms a parameter, 15 % of
+        tracing an EfficientNet FGVis game). The shape is compared here directly instead."""
+        if not self.has_variable("params", name):
+            return self.param(name, init, shape)
+        value = self.get_variable("params", name)
+        if tuple(np.shape(value)) != tuple(shape):
+            raise ValueError(f"parameter '{name}' of layer '{'/'.join(self.scope.path)}' has "
+                             f"shape {tuple(np.shape(value))}; this layer expects {tuple(shape)} "
+                             "(do the variables belong to another architecture or input?)")
+        return value
 
     @nn.compact
     def __call__(self, *xs: Array) -> Array:
@@ -83,9 +98,9 @@ class Conv(Layer):
         fan_in = cin // self.groups * kh * kw
         bound = 1.0 / math.sqrt(fan_in)
         init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-        p = {"kernel": self.param("kernel", init, (kh, kw, cin // self.groups, self.features))}
+        p = {"kernel": self._param("kernel", init, (kh, kw, cin // self.groups, self.features))}
         if self.use_bias:
-            p["bias"] = self.param(
+            p["bias"] = self._param(
                 "bias", lambda k, s: jax.random.uniform(k, s, minval=-bound, maxval=bound),
                 (self.features,))
         elif self.has_variable("params", "bias"):  # added by a canonizer (folded BatchNorm)
@@ -166,9 +181,9 @@ class Dense(Layer):
         fan_in = x.shape[-1]
         bound = 1.0 / math.sqrt(fan_in)
         uni = lambda k, s: jax.random.uniform(k, s, minval=-bound, maxval=bound)
-        p = {"kernel": self.param("kernel", uni, (fan_in, self.features))}
+        p = {"kernel": self._param("kernel", uni, (fan_in, self.features))}
         if self.use_bias:
-            p["bias"] = self.param("bias", uni, (self.features,))
+            p["bias"] = self._param("bias", uni, (self.features,))
         elif self.has_variable("params", "bias"):  # added by a canonizer (folded BatchNorm)
             p["bias"] = self.get_variable("params", "bias")
         return p
@@ -191,10 +206,10 @@ class BatchNorm(Layer):
     def get_params(self, x: Array) -> dict:
         c = x.shape[-1]
         return {
-            "scale": self.param("scale", nn.initializers.ones, (c,)),
-            "bias": self.param("bias", nn.initializers.zeros, (c,)),
-            "mean": self.param("mean", nn.initializers.zeros, (c,)),
-            "var": self.param("var", nn.initializers.ones, (c,)),
+            "scale": self._param("scale", nn.initializers.ones, (c,)),
+            "bias": self._param("bias", nn.initializers.zeros, (c,)),
+            "mean": self._param("mean", nn.initializers.zeros, (c,)),
+            "var": self._param("var", nn.initializers.ones, (c,)),
         }
 
     @nn.nowrap
