@@ -48,3 +48,12 @@ def test_save_image_is_atomic_and_keeps_existing_file_on_failure(tmp_path, monke
 def test_grid_tiles_images():
     g = xj.viz.grid([np.zeros((3, 3, 3))] * 5, cols=2, pad=1)
     assert g.shape == (3 * 4 + 1, 2 * 4 + 1, 3)
+
+
+def test_saved_image_gets_the_mode_of_a_plain_open(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        out = xj.viz.save_image(str(tmp_path / "a.png"), np.zeros((4, 4, 3)))
+    finally:
+        os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o644

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from typing import Optional, Sequence
 
 import numpy as np
@@ -110,8 +110,10 @@ def save_image(path: str, image: np.ndarray) -> str:
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(ext)
     if fmt is None:
         raise ValueError(f"output must end in .png, .jpg or .jpeg; got {path!r}")
-    fd, tmp = tempfile.mkstemp(suffix=ext, dir=d)
-    os.close(fd)
+    # a new, unique file created like open() does (mode 0666 & ~umask; mkstemp would make the
+    # result 0600, unreadable to the rest of a research group)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{uuid.uuid4().hex}{ext}")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         Image.fromarray(to_uint8(image)).save(tmp, format=fmt)
         os.replace(tmp, path)
