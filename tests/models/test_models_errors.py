@@ -174,3 +174,14 @@ def test_eager_call_is_compiled_and_respects_interceptors():
     with nn.intercept_methods(spy):
         m(x)
     assert "Conv" in seen
+
+
+def test_variables_of_another_shape_name_the_layer_and_both_shapes():
+    """A parameter is read without flax's eval_shape check (nn.layers.Layer._param), so the
+    layer checks the shape itself."""
+    m = xj.models.build("small_cnn", random_init=False)
+    v = jax.tree_util.tree_map(lambda a: a, m.variables)
+    v["params"]["conv2"]["kernel"] = jnp.zeros((3, 3, 16, 8))
+    with pytest.raises(ValueError, match=r"parameter 'kernel' of layer 'conv2' has shape "
+                                         r"\(3, 3, 16, 8\); this layer expects \(3, 3, 16, 16\)"):
+        m.replace_variables(v)(jnp.zeros((1, 32, 32, 3)))
