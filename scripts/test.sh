@@ -17,8 +17,11 @@ export MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 # differ only in rounding (VGG16's float64 gradient and IG came out bit-identical, EfficientNet's
 # float32 gradient moved in the last bits), and the whole suite passed both ways. They are test
 # settings, not library defaults: a user's own XLA_FLAGS are kept (after these), and
-# XAIJAX_TEST_XLA_DEFAULTS=1 runs the suite under XLA's defaults.
+# XAIJAX_TEST_XLA_DEFAULTS=1 runs the suite under XLA's defaults. Single-threaded Eigen
+# kernels: with two pytest-xdist workers on two cores, two processes each running a VGG16
+# float64 gradient took 0.65-0.67 s per call instead of 0.69-0.77 s (tests/conftest.py gives
+# torch one thread per worker for the same reason).
 if [ -z "${XAIJAX_TEST_XLA_DEFAULTS:-}" ]; then
-  export XLA_FLAGS="--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1 ${XLA_FLAGS:-}"
+  export XLA_FLAGS="--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1 --xla_cpu_multi_thread_eigen=false ${XLA_FLAGS:-}"
 fi
 exec python -m pytest -q -n 2 "$@"

@@ -84,7 +84,9 @@ def _inputs(name, size, n):
     xt = torch.from_numpy(to_nchw(x))
     with torch.no_grad():
         t = tm(xt).argmax(1).numpy()
-    return tm, model, x, xt, t
+    # the shared torch models' parameters do not require grad (tests.helpers), so the gradient
+    # methods' graphs start at the input
+    return tm, model, x, xt.requires_grad_(), t
 
 
 def _run_pgc(cls, tm, layer_path, xt, t, **attrs):
