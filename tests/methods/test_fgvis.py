@@ -82,6 +82,19 @@ def test_lambda_candidates_run_per_image_and_the_chosen_one_is_reported(small):
     assert ex.extras["loss"].shape == (2, 4) and ex.extras["score_curve"].shape == (2, 4)
 
 
+def test_each_candidate_row_is_the_game_played_with_that_lambda_alone(small):
+    """All (image, λ) pairs are optimised as rows of one batch: each row must follow the steps
+    it would follow alone (per-row ‖m‖₁, elementwise Adam, per-sample model)."""
+    model, x, t = small
+    kw = dict(game="generation", iterations=4, mask_init=0.5)
+    ex = fgvis(model, x, t, lam_candidates=(0.0, 0.02), **kw)
+    for k, lam in enumerate((0.0, 0.02)):
+        for i in range(2):
+            one = fgvis(model, x[i:i + 1], t[i:i + 1], lam=lam, **kw)
+            np.testing.assert_allclose(ex.extras["candidate_scores"][i, k],
+                                       one.extras["score_explanation"][0], rtol=1e-4)
+
+
 def test_per_image_lambda_and_scores(small):
     model, x, t = small
     ex = fgvis(model, x, t, game="preservation", lam=jnp.array([0.0, 0.05]), iterations=3)

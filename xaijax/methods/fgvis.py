@@ -24,13 +24,17 @@ where the current activation lies inside the bounds of Eq. 5 set by the original
 :mod:`xaijax.rules.fgvis`); the sparsity term does not go through the network, so its gradient
 is untouched.
 
-Each image is optimised by its own optax loop inside ``lax.scan``; images are ``vmap``-ped, each
-with its own target and λ. λ is either given (a scalar or one per image) or chosen per image
-from a static grid of candidates run in parallel (another ``vmap``) so that the explanation's
-softmax score is comparable to the image's (Fig. 1 caption): the largest λ (the sparsest
-explanation) whose score is still at least ``keep_ratio`` × the image's score (preservation,
-generation), or whose score has dropped to at most ``drop_ratio`` × the image's score (deletion,
-repression). If no candidate qualifies, the smallest λ is taken.
+Each image has its own mask, target and λ, optimised by an optax loop inside ``lax.scan``. All
+(image, λ) pairs run as the rows of one batch in that one loop: the model is per-sample, ‖m‖₁
+is taken per row and Adam/SGD are elementwise, so every row follows exactly the steps it would
+follow alone, and the model is traced once (a ``vmap`` around the scan traced the whole
+forward and backward pass again per batching level: 8.6 s instead of 2.9 s for a defended
+EfficientNet-Lite0 game). λ is either given (a scalar or one per image) or chosen per image
+from a static grid of candidates run in parallel (more rows of the batch) so that the
+explanation's softmax score is comparable to the image's (Fig. 1 caption): the largest λ (the
+sparsest explanation) whose score is still at least ``keep_ratio`` × the image's score
+(preservation, generation), or whose score has dropped to at most ``drop_ratio`` × the image's
+score (deletion, repression). If no candidate qualifies, the smallest λ is taken.
 
 Deviations and choices where the paper's text is silent:
 
@@ -38,8 +42,9 @@ Deviations and choices where the paper's text is silent:
   the learning rate and iteration count to the supplementary Sec. A2, which is not part of the
   specification text we implement from. The default here is Adam (lr 0.1, constant schedule,
   100 iterations: on the pretrained EfficientNet-Lite0 the deletion game reaches its target
-  score within ~10 steps and the λ trade-off settles within ~30), which is insensitive to the scale of ∂φ/∂m; that scale differs by orders of
-  magnitude between models and games, so plain SGD would need a learning rate per model.
+  score within ~10 steps and the λ trade-off settles within ~30), which is insensitive to the
+  scale of ∂φ/∂m; that scale differs by orders of magnitude between models and games, so plain
+  SGD would need a learning rate per model.
   ``optimizer="sgd"`` gives plain SGD with the same (traced) learning rate.
 * λ grid (``lam_candidates``) and ``keep_ratio`` / ``drop_ratio`` make "comparable" concrete;
   the paper does not state its λ adaptation rule in the main text.
@@ -105,36 +110,42 @@ def _make_optimizer(name: str, learning_rate: Array) -> optax.GradientTransforma
     return optax.sgd(learning_rate)
 
 
-def _target_logprob(logits: Array, t: Array) -> Array:
-    return jax.nn.log_softmax(logits[0])[t]
-
-
-def _solve_one(apply_fn, x1: Array, t: Array, lam: Array, learning_rate: Array,
-               init_value: Array, *, phi_fn, game: str, iterations: int, similarity: str,
-               optimizer: str):
-    """Optimise the mask of one image ``x1`` (1, H, W, C) for one target and one λ."""
+def _solve(apply_fn, x: Array, t: Array, lam: Array, learning_rate: Array,
+           init_value: Array, *, phi_fn, game: str, iterations: int, similarity: str,
+           optimizer: str):
+    """Optimise one mask per row of ``x`` (B, H, W, C), row ``i`` for target ``t[i]`` and
+    sparsity weight ``lam[i]``. The rows are independent problems solved together: the model
+    is per-sample (inference mode), ``‖m‖₁`` is taken per row and the optimisers are
+    elementwise, so the gradient of the summed loss with respect to row ``i`` of the mask is
+    that row's own gradient, and each row follows exactly the steps it would follow alone.
+    (One batched scan traces the model once; ``vmap`` over a scan traces its body again per
+    batching level.)"""
     keep = game in _KEEP_GAMES
     sign = 1.0 if keep else -1.0  # deletion/repression maximise φ + λ‖m‖₁ (Eq. 3)
     opt = _make_optimizer(optimizer, learning_rate)
+    rows = jnp.arange(x.shape[0])
+
+    def target_logprob(logits):
+        return jax.nn.log_softmax(logits, axis=-1)[rows, t]
 
     def objective(m):
-        lp = _target_logprob(phi_fn(m * x1), t)  # e = m·x (+ (1-m)·0), Eq. 1
+        lp = target_logprob(phi_fn(m * x))  # e = m·x (+ (1-m)·0), Eq. 1
         phi = -lp if similarity == "cross_entropy" else -jnp.exp(lp)
-        loss = sign * (phi + lam * jnp.sum(jnp.abs(m)))
-        return loss, jnp.exp(lp)
+        loss = sign * (phi + lam * jnp.sum(jnp.abs(m), axis=tuple(range(1, m.ndim))))
+        return jnp.sum(loss), (loss, jnp.exp(lp))
 
     def step(state: MaskState, _):
-        (loss, p), g = jax.value_and_grad(objective, has_aux=True)(state.mask)
+        (_, (loss, p)), g = jax.value_and_grad(objective, has_aux=True)(state.mask)
         updates, opt_state = opt.update(g, state.opt_state, state.mask)
         m = optax.projections.projection_box(optax.apply_updates(state.mask, updates), 0.0, 1.0)
         return MaskState(m, opt_state), (loss, p)
 
-    m0 = jnp.full(x1.shape, init_value, x1.dtype)
+    m0 = jnp.full(x.shape, init_value, x.dtype)
     state, (losses, scores) = jax.lax.scan(step, MaskState(m0, opt.init(m0)), None,
                                            length=iterations)
     m = state.mask
-    p_final = jnp.exp(_target_logprob(apply_fn(m * x1), t))
-    return m[0], losses, scores, p_final
+    p_final = jnp.exp(target_logprob(apply_fn(m * x)))
+    return m, losses.T, scores.T, p_final
 
 
 def select_lambda(scores: Array, score_image: Array, *, game: str, keep_ratio: float = 0.9,
@@ -182,7 +193,8 @@ def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
     """FGVis (Wagner et al. 2019): per-pixel, per-channel mask games with the gradient filter.
 
     Args:
-      model: an xaijax Model; with ``defense=False`` any JAX callable ``f(x) -> logits``.
+      model: an xaijax Model; with ``defense=False`` any JAX callable ``f(x) -> logits`` that
+        treats the images of a batch independently (all masks are optimised as one batch).
       x: ``(N, H, W, C)`` normalised batch.
       target: ``(N,)`` int class per image.
       game: ``"preservation"``, ``"deletion"`` (default; "the most fine-grained and visually
@@ -248,24 +260,24 @@ def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
     init_value = jnp.asarray((1.0 if game in ("preservation", "deletion") else 0.0)
                              if mask_init is None else mask_init, jnp.float32)
 
-    def per_image(xi, t, lam_row):
-        x1 = xi[None]
-        if defense:
-            edits = fgvis_rules.defense_edits(model, x1, taps)
-            phi_fn = lambda e: model.forward(e, edits=edits)[0]  # noqa: E731
-        else:
-            phi_fn = apply_fn
-        solve = lambda lam_k: _solve_one(  # noqa: E731
-            apply_fn, x1, t, lam_k, learning_rate, init_value, phi_fn=phi_fn, game=game,
-            iterations=iterations, similarity=similarity, optimizer=optimizer)
-        masks, losses, scores, p_final = jax.vmap(solve)(lam_row)
-        p_x = jnp.exp(_target_logprob(apply_fn(x1), t))
-        idx = select_lambda(p_final, p_x, game=game, keep_ratio=keep_ratio,
-                            drop_ratio=drop_ratio)
-        return (masks[idx], losses[idx], scores[idx], p_final[idx], p_x, lam_row[idx],
-                p_final)
-
-    masks, losses, curves, p_e, p_x, lam_sel, cand_scores = jax.vmap(per_image)(x, target, lams)
+    k = lams.shape[1]
+    xb = jnp.repeat(x, k, axis=0)  # row i * k + j: image i, candidate λ j
+    if defense:
+        edits = fgvis_rules.defense_edits(model, xb, taps)
+        phi_fn = lambda e: model.forward(e, edits=edits)[0]  # noqa: E731
+    else:
+        phi_fn = apply_fn
+    masks_b, losses_b, scores_b, p_final = _solve(
+        apply_fn, xb, jnp.repeat(target, k), lams.reshape(-1), learning_rate, init_value,
+        phi_fn=phi_fn, game=game, iterations=iterations, similarity=similarity,
+        optimizer=optimizer)
+    p_x = jnp.exp(jax.nn.log_softmax(apply_fn(x), axis=-1)[jnp.arange(n), target])
+    cand_scores = p_final.reshape(n, k)
+    idx = jax.vmap(lambda s_, px: select_lambda(s_, px, game=game, keep_ratio=keep_ratio,
+                                                drop_ratio=drop_ratio))(cand_scores, p_x)
+    pick = jnp.arange(n) * k + idx
+    masks, losses, curves, p_e = masks_b[pick], losses_b[pick], scores_b[pick], p_final[pick]
+    lam_sel = jnp.take_along_axis(lams, idx[:, None], axis=1)[:, 0]
     comp = 1.0 - masks
     evidence_mask = masks if game in _KEEP_GAMES else comp
     heat = jnp.mean(evidence_mask, axis=-1)
