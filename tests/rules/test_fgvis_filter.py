@@ -32,11 +32,26 @@ def test_bounded_identity_is_identity_forward_and_eq6_backward():
     _, vjp = jax.vjp(filt, a)
     (got,) = vjp(g)
     h = np.asarray(h_x)
-    bl, bu = np.minimum(h, 0), np.maximum(h, 0)
+    slack = 1000 * np.finfo(np.float32).eps * np.abs(h).max(axis=(1, 2), keepdims=True)
+    bl, bu = np.minimum(h, 0) - slack, np.maximum(h, 0) + slack
     an = np.asarray(a)
     expected = np.asarray(g) * ((an <= bu) & (an >= bl))
     np.testing.assert_array_equal(got, expected)
     assert 0 < np.count_nonzero(expected) < expected.size  # the filter really cuts something
+
+
+def test_filter_forgives_rounding_but_not_real_violations():
+    """h(e) equal to h(x) up to float32 rounding is inside (Eq. 6 passes everything at e = x);
+    1e-3 of the layer's maximum beyond a bound is outside (shifted up, the 25 positive units
+    pass their upper bound; down, the 15 negative ones their lower bound). The slack is per
+    image: the second image is the first scaled by 1e-2."""
+    h_x = jnp.stack([jnp.linspace(-3.0, 5.0, 40), jnp.linspace(-0.03, 0.05, 40)])
+    g = jnp.ones_like(h_x)
+    scale = jnp.abs(h_x).max(axis=1, keepdims=True)
+    for a, kept in [(h_x * (1 + 3e-6), 40), (h_x + 1e-5 * scale, 40), (h_x - 1e-5 * scale, 40),
+                    (h_x + 1e-3 * scale, 15), (h_x - 1e-3 * scale, 25)]:
+        _, vjp = jax.vjp(R.bound_filter(h_x), a)
+        np.testing.assert_array_equal(np.count_nonzero(vjp(g)[0], axis=1), [kept, kept])
 
 
 def _tiny_model():
@@ -183,3 +198,26 @@ def test_defense_blocks_adversarial_class_on_pretrained_model():
         stats = {d: {k: float(v[0]) for k, v in R.violation_summary(
             model, x, e, e_start=0.01 * x).items()} for d, e in expl.items()}
         pytest.fail(f"adversarial class reached {hit} (defense -> reached); violations {stats}")
+
+
+@pytest.mark.slow
+def test_first_deletion_step_is_unfiltered_on_pretrained_model():
+    """At m = 1 the explanation is the image, so every neuron is inside its Eq. 5 bounds and the
+    defended first step equals the undefended one. The bounds and h(e) come from two separately
+    compiled forward passes; compared exactly, their rounding differences blocked most of this
+    step's gradient on EfficientNet-Lite0 (BatchNorm, depthwise convolutions)."""
+    try:
+        model = xj.models.get("efficientnet_lite0", pretrained=True)
+    except (ImportError, FileNotFoundError, ModuleNotFoundError) as e:
+        pytest.skip(f"pretrained EfficientNet-Lite0 not available: {e}")
+    x = xj.models.preprocess(model, [xj.data.load_image("chelsea")], size=(64, 64))
+    t = jnp.array([285], jnp.int32)  # Egyptian cat
+    ex = xj.explain(model, x, t, method="fgvis", game="deletion", lam=0.0, iterations=1,
+                    optimizer="sgd", learning_rate=1.0, defense=True)
+    # one SGD step (lr 1) of the deletion game with λ = 0 from m = 1, undefended:
+    # 1 - m = ∂ log p_t(m·x) / ∂m = x · ∂ log p_t / ∂e at e = x (none of it is clipped here)
+    grad_e = jax.jit(jax.grad(lambda e: jax.nn.log_softmax(model(e))[0, t[0]]))(x)
+    step = np.asarray(x * grad_e)
+    assert step.min() > -1.0 and step.max() > 1e-3
+    np.testing.assert_allclose(1.0 - np.asarray(ex.extras["mask"]), np.clip(step, 0.0, 1.0),
+                               rtol=0, atol=1e-4 * step.max())

@@ -48,13 +48,17 @@ Deviations and choices where the paper's text is silent:
   ``optimizer="sgd"`` gives plain SGD with the same (traced) learning rate.
 * λ grid (``lam_candidates``) and ``keep_ratio`` / ``drop_ratio`` make "comparable" concrete;
   the paper does not state its λ adaptation rule in the main text.
+* Rounding: Eq. 6 compares ``h(e)`` with the bounds widened by 1000 ε × the layer's largest
+  ``|h(x)|``; compared exactly, float rounding between the two forward passes blocked most of
+  the first step's gradient of the preservation and deletion games, where ``e = x``
+  (:mod:`xaijax.rules.fgvis`).
 * Bounds: the defense filters every ReLU/ReLU6 tap (:func:`xaijax.rules.fgvis.default_taps`):
   "all nonlinearity-layers besides the final classification layer" — the excluded layer is the
   softmax on the logits, which is not a tap, so the hidden ReLUs of VGG/AlexNet classifiers are
   filtered. ``defense_taps`` overrides the set.
 
-Observed on the pretrained EfficientNet-Lite0 (BatchNorm after every convolution): for
-``m = 0`` exactly (the generation/repression start, ``e = 0``), every unit of the last
+Observed on the pretrained EfficientNet-Lite0 (BatchNorm after every convolution) at its
+224×224 input size (at 128×128 a few units stay inside and the game moves): for ``m = 0`` exactly (the generation/repression start, ``e = 0``), every unit of the last
 nonlinearity ``relu_head`` is either inactive or outside its Eq. 5 bounds, so the defended
 gradient reaching the mask is exactly zero for *any* target and the defended generation game
 never leaves the empty (grey) explanation; at ``m = 0.01`` the gradient is non-zero everywhere.
