@@ -215,7 +215,7 @@ def test_first_deletion_step_is_unfiltered_on_pretrained_model():
     ex = xj.explain(model, x, t, method="fgvis", game="deletion", lam=0.0, iterations=1,
                     optimizer="sgd", learning_rate=1.0, defense=True)
     # one SGD step (lr 1) of the deletion game with λ = 0 from m = 1, undefended:
-    # 1 - m = ∂ log p_t(m·x) / ∂m = x · ∂ log p_t / ∂e at e = x (none of it is clipped here)
+    # 1 - m = ∂ log p_t(m·x) / ∂m = x · ∂ log p_t / ∂e at e = x (clipped to [0, 1])
     grad_e = jax.jit(jax.grad(lambda e: jax.nn.log_softmax(model(e))[0, t[0]]))(x)
     step = np.asarray(x * grad_e)
     assert step.min() > -1.0 and step.max() > 1e-3
