@@ -266,17 +266,20 @@ def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
                              if mask_init is None else mask_init, jnp.float32)
 
     k = lams.shape[1]
-    xb = jnp.repeat(x, k, axis=0)  # row i * k + j: image i, candidate λ j
+    rep = lambda a: jnp.repeat(a, k, axis=0)  # noqa: E731  row i * k + j: image i, λ j
     if defense:
-        edits = fgvis_rules.defense_edits(model, xb, taps)
+        # one forward pass of x gives the image's logits and the bounds of Eq. 5
+        logits_x, acts = model.forward(x, capture=taps)
+        edits = {tap: fgvis_rules.bound_filter(rep(acts[tap])) for tap in taps}
         phi_fn = lambda e: model.forward(e, edits=edits)[0]  # noqa: E731
     else:
+        logits_x = apply_fn(x)
         phi_fn = apply_fn
     masks_b, losses_b, scores_b, p_final = _solve(
-        apply_fn, xb, jnp.repeat(target, k), lams.reshape(-1), learning_rate, init_value,
+        apply_fn, rep(x), rep(target), lams.reshape(-1), learning_rate, init_value,
         phi_fn=phi_fn, game=game, iterations=iterations, similarity=similarity,
         optimizer=optimizer)
-    p_x = jnp.exp(jax.nn.log_softmax(apply_fn(x), axis=-1)[jnp.arange(n), target])
+    p_x = jnp.exp(jax.nn.log_softmax(logits_x, axis=-1)[jnp.arange(n), target])
     cand_scores = p_final.reshape(n, k)
     idx = jax.vmap(lambda s_, px: select_lambda(s_, px, game=game, keep_ratio=keep_ratio,
                                                 drop_ratio=drop_ratio))(cand_scores, p_x)
