@@ -200,3 +200,14 @@ def _two_relu6():
             return mod(x)
 
     return TwoReLU6()
+
+
+def pretrained_efficientnet():
+    """``xj.models.get("efficientnet_lite0", pretrained=True)``, or skip the test with the reason
+    when the shipped weights are not installed."""
+    import pytest
+
+    try:
+        return xj.models.get("efficientnet_lite0", pretrained=True)
+    except (ImportError, FileNotFoundError, ModuleNotFoundError) as e:
+        pytest.skip(f"pretrained EfficientNet-Lite0 not available: {e}")

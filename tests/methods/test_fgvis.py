@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import xaijax as xj
+from tests.helpers import pretrained_efficientnet
 from xaijax.methods.fgvis import fgvis, fgvis_images, select_lambda
 
 
@@ -151,18 +152,11 @@ def test_fgvis_images_types(small):
     np.testing.assert_allclose(ims["complement_mask"], 1.0 - np.asarray(ex.extras["mask"]))
 
 
-def _pretrained():
-    try:
-        return xj.models.get("efficientnet_lite0", pretrained=True)
-    except (ImportError, FileNotFoundError, ModuleNotFoundError) as e:
-        pytest.skip(f"pretrained EfficientNet-Lite0 not available: {e}")
-
-
 @pytest.mark.slow
 def test_deletion_game_on_pretrained_model_deletes_few_pixels():
     """Every bundled photo the model classifies with confidence >= 0.5: the deletion mask stays
     mostly ones (mean >= 0.9) and the target's softmax drops below 10 % of its value."""
-    model = _pretrained()
+    model = pretrained_efficientnet()
     imgs = xj.data.sample_images()
     x = xj.models.preprocess(model, list(imgs.values()))
     p = jax.nn.softmax(jax.jit(model.apply_fn)(x))
