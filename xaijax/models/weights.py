@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from xaijax.io import checkpoint
+
 
 def load_weights(model, path: str):
     """``model`` with the weights from ``path``.
@@ -13,7 +15,7 @@ def load_weights(model, path: str):
         are replaced).
       path: a torchvision-layout ``state_dict`` file (``.pth`` / ``.pt`` / ``.bin`` read without
         torch by a whitelist unpickler that never executes code, or ``.safetensors``), or a
-        directory written by ``xaijax convert`` / :func:`converters.checkpoint.save_variables`
+        directory written by ``xaijax convert`` / :func:`xaijax.io.save_variables`
         (orbax-checkpoint).
 
     Returns:
@@ -28,8 +30,6 @@ def load_weights(model, path: str):
       >>> import xaijax as xj
       >>> model = xj.models.get("resnet50", weights="resnet50.pth")  # doctest: +SKIP
     """
-    from converters import checkpoint
-
     path = os.path.expanduser(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")

@@ -4,6 +4,16 @@ Every parameter-bearing zoo layer has a tap name equal to its torch module path,
 is mechanical: ``{tap}.weight`` / ``{tap}.bias`` (+ BatchNorm running statistics) go to that
 layer's flax parameters, transposed to JAX layouts (conv OIHW -> HWIO, linear (out, in) ->
 (in, out)). Any key that is missing, unexpected or mis-shaped is an error naming the key.
+
+Examples:
+  >>> import numpy as np
+  >>> import xaijax as xj
+  >>> from xaijax.io import state_dict_to_variables
+  >>> model = xj.models.build("small_cnn", random_init=False)
+  >>> conv1 = np.zeros((16, 3, 3, 3), np.float32)  # torch layout (out, in, kh, kw)
+  >>> state_dict_to_variables(model, {"conv1.weight": conv1})
+  Traceback (most recent call last):
+  ValueError: checkpoint does not fit small_cnn: missing key 'conv1.bias' (expected shape (16,))
 """
 
 from __future__ import annotations

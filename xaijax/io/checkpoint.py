@@ -14,12 +14,15 @@ Output (:func:`save_variables`): a directory holding
   that says which one it holds.
 
 Examples:
+  >>> import os, tempfile
   >>> import xaijax as xj
-  >>> from converters.checkpoint import convert_file, save_variables, load_variables
-  >>> model = xj.models.get("resnet18")
-  >>> variables = convert_file(model, "resnet18.pth")  # doctest: +SKIP
-  >>> save_variables("/tmp/resnet18-xj", variables, "resnet18")  # doctest: +SKIP
-  >>> model = model.replace_variables(load_variables("/tmp/resnet18-xj", model))  # doctest: +SKIP
+  >>> from xaijax.io import describe, load_variables, save_variables
+  >>> model = xj.models.get("small_cnn")
+  >>> out = save_variables(os.path.join(tempfile.mkdtemp(), "small"), model.variables,
+  ...                      "small_cnn")
+  >>> describe(out)
+  ('small_cnn', 10)
+  >>> model = model.replace_variables(load_variables(out, model))
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import jax
 import numpy as np
 
-from converters.state_dict import state_dict_to_variables
+from xaijax.io import pth
+from xaijax.io.state_dict import state_dict_to_variables
 
 METADATA_FILE = "xaijax.json"
 VARIABLES_DIR = "variables"
@@ -92,10 +96,7 @@ def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
 
 
 def _read_torch(path: str) -> Dict[str, np.ndarray]:
-    from xaijax.io import pth
-
-    obj = pth.load(path)
-    return _as_state_dict(obj, path)
+    return _as_state_dict(pth.load(path), path)
 
 
 def _as_state_dict(obj: Any, path: str) -> Dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
-"""Converters: state_dict errors name the key, .safetensors / .pth input, orbax round trip,
-architecture checks, and the ``xaijax convert`` command.
+"""xaijax.io checkpoints: state_dict errors name the key, .safetensors / .pth input, orbax round
+trip, architecture checks, and the ``xaijax convert`` command (:mod:`xaijax.io.convert`).
 
 Logit comparisons use a 64x64 batch of 2 (ResNet-18 accepts any size >= 32) and the parity bar
 of the zoo tests (1e-4 relative to the largest logit, float32)."""
@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import xaijax as xj  # noqa: E402
-from converters import checkpoint, state_dict_to_variables  # noqa: E402
+from xaijax.io import checkpoint, state_dict_to_variables  # noqa: E402
 from tests.helpers import assert_rel_close, to_nhwc, torch_pair  # noqa: E402
 
 
