@@ -168,12 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_methods)
     mo = sub.add_parser("models", help="list zoo models")
     mo.set_defaults(func=cmd_models)
-    try:
-        from converters.cli import add_convert_parser
-    except ImportError:
-        add_convert_parser = None
-    if add_convert_parser is not None:
-        add_convert_parser(sub)
+    from xaijax.io.convert import add_convert_parser
+
+    add_convert_parser(sub)
     return p
 
 
