@@ -40,6 +40,19 @@ def assert_rel_close(actual, expected, rtol=1e-4, what=""):
         f"(relative {err / max(scale, 1e-30):.3g})")
 
 
+def assert_compiles_once(compiles, fn, argsets):
+    """``fn(*argsets[0])`` warms up; every later ``fn(*args)`` neither retraces nor recompiles
+    (``compiles`` is the conftest fixture). Build the argument sets before calling: an eager
+    op such as ``x + 0.1`` or ``t[::-1]`` compiles on first use and would count."""
+    import jax
+
+    jax.block_until_ready(fn(*argsets[0]))
+    compiles.reset()
+    for args in argsets[1:]:
+        jax.block_until_ready(fn(*args))
+    assert compiles.count == 0, f"repeated calls recompiled: {compiles}"
+
+
 def assert_jit_vmap_agree(one, x, t, rtol=1e-5, atol=1e-7, reversed_exact=True):
     """``one(x, t)`` (an explanation of the batch ``x``) under ``jax.jit`` equals
     ``jax.jit(jax.vmap(one))`` over a stack of ``x`` and its reverse. ``reversed_exact=False``

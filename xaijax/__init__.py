@@ -7,5 +7,6 @@ from xaijax import nn
 from xaijax import viz
 from xaijax import data
 from xaijax import methods
+from xaijax import metrics
 from xaijax.methods import Explanation
 from xaijax.methods import explain

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import inspect
 import os
 import sys
 import time
@@ -83,11 +82,12 @@ def cmd_explain(args) -> int:
     x = xj.models.preprocess(model, images)
     opts = _parse_opts(args.opt)
     info = xj.methods.info(args.method)
-    params = inspect.signature(info.fn).parameters
-    if "key" in params and "key" not in opts:
+    if "key" in info.options and "key" not in opts:
         opts["key"] = jax.random.PRNGKey(args.seed)
     if "tap" in opts and isinstance(opts["tap"], (int, float)):
         opts["tap"] = str(opts["tap"])
+    static, traced = xj.methods.split_options(args.method, opts)
+    fn = xj.methods.bind(args.method, **static)
     target = _target(args.target)
     heatmaps, targets = [], []
     bs = max(1, args.batch_size)
@@ -98,7 +98,7 @@ def cmd_explain(args) -> int:
     except ImportError:  # pragma: no cover
         it = range(0, x.shape[0], bs)
     for s in it:
-        ex = xj.explain(model, x[s:s + bs], target, method=args.method, **opts)
+        ex = fn(model, x[s:s + bs], target, **traced)
         heatmaps.append(np.asarray(ex.heatmap))
         targets.append(np.asarray(ex.target))
     heat = np.concatenate(heatmaps)

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import assert_jit_vmap_agree, assert_rel_close, to_nhwc  # noqa: E402
+from tests.helpers import assert_compiles_once, assert_jit_vmap_agree, assert_rel_close, to_nhwc  # noqa: E402
 from tests.methods.test_gradient import MODELS, RTOL, TARGETS, pair64, run64, torch_in  # noqa
-from xaijax.methods import base as mbase  # noqa: E402
+
 from xaijax.methods.backprop import start_cotangent  # noqa: E402
 from xaijax.rules.stride import grid_energy  # noqa: E402
 
@@ -129,15 +129,11 @@ def test_jit_and_jit_vmap_agree(small, meth, opts):
 
 
 @pytest.mark.parametrize("meth", ["guided_backprop", "deconvnet"])
-def test_explain_compiles_once_for_new_inputs_targets_and_filters(small, meth):
+def test_explain_compiles_once_for_new_inputs_targets_and_filters(small, meth, compiles):
     m, x, t = small
-    jitted = mbase.jitted_for(mbase.info(meth), True, dict(tap="relu3", filter=0,
-                                                           stride_fix=True))
-    sizes = []
-    for i in range(3):
-        xj.explain(m, x + 0.1 * i, t, method=meth, tap="relu3", filter=i, stride_fix=True)
-        sizes.append(jitted._cache_size())
-    assert sizes[0] == sizes[-1], f"{meth} recompiled for a new filter: {sizes}"
+    argsets = [(x + 0.1 * i, t[::-1] if i % 2 else t, i) for i in range(3)]
+    assert_compiles_once(compiles, lambda xx, tt, f: xj.explain(
+        m, xx, tt, method=meth, tap="relu3", filter=f, stride_fix=True), argsets)
 
 
 @pytest.mark.parametrize("tap,period", [("features.6", 2), ("features.11", 4)])

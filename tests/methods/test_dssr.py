@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import xaijax as xj
+from tests.helpers import assert_compiles_once
 import importlib
 
 D = importlib.import_module("xaijax.methods.dssr")  # the module (xj.methods.dssr is the function)
@@ -121,21 +122,16 @@ def test_reference_is_uniform_in_pixel_space_and_differs_per_image():
         D.dssr(model, x, jnp.array([0, 1]), reference_space="latent")
 
 
-def test_jit_vmap_and_no_recompile():
-    from xaijax.methods import base as mbase
-
+def test_jit_vmap_and_no_recompile(compiles):
     model = xj.models.get("small_cnn", num_classes=10)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
     t = jnp.array([1, 2])
-    jitted = mbase._jitted(mbase.info("dssr"), True)
-    outs, before = [], None
-    for i in range(3):
-        outs.append(xj.explain(model, x * (1.0 - 0.2 * i), t[::-1] if i % 2 else t,
-                               method="dssr", iterations=3, lam=0.01 * (i + 1), theta=0.3 + 0.1 * i,
-                               key=jax.random.PRNGKey(i)))
-        if before is None:
-            before = jitted._cache_size()
-    assert jitted._cache_size() == before, "dssr recompiled for new values"
+    argsets = [(x * (1.0 - 0.2 * i), t[::-1] if i % 2 else t, 0.01 * (i + 1), 0.3 + 0.1 * i,
+                jax.random.PRNGKey(i)) for i in range(3)]
+    outs = []
+    assert_compiles_once(compiles, lambda xx, tt, lam, theta, key: outs.append(xj.explain(
+        model, xx, tt, method="dssr", iterations=3, lam=lam, theta=theta, key=key)) or outs[-1],
+        argsets)
     a = D.dssr(model, x, t, iterations=3, lam=0.01, theta=0.3, key=jax.random.PRNGKey(0))
     assert a.heatmap.shape == (2, 16, 16) and a.extras["mask"].shape == (2, 31, 31)
     np.testing.assert_allclose(outs[0].heatmap, a.heatmap, atol=1e-5)

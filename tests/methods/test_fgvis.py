@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import xaijax as xj
-from tests.helpers import pretrained_efficientnet
-from xaijax.methods.fgvis import fgvis, fgvis_images, select_lambda
+from tests.helpers import assert_compiles_once, pretrained_efficientnet
+from xaijax.methods.fgvis import fgvis, select_lambda
+from xaijax.viz import fgvis_images
 
 
 @pytest.fixture(scope="module")
@@ -117,19 +118,18 @@ def test_bad_options_and_plain_function_errors(small):
     assert ex.heatmap.shape == (2, 16, 16)
 
 
-def test_jit_vmap_and_no_recompile(small):
-    from xaijax.methods import base as mbase
-
+def test_jit_vmap_and_no_recompile(small, compiles):
     model, x, t = small
-    jitted = mbase._jitted(mbase.info("fgvis"), True)
-    outs, before = [], None
-    for i in range(3):
-        outs.append(xj.explain(model, x * (1.0 - 0.2 * i), t[::-1] if i % 2 else t,
-                               method="fgvis", game="deletion", lam=0.01 * (i + 1),
-                               iterations=3, learning_rate=0.1 + 0.01 * i))
-        if before is None:
-            before = jitted._cache_size()
-    assert jitted._cache_size() == before, "fgvis recompiled for new values"
+    outs = []
+    argsets = [(x * (1.0 - 0.2 * i), t[::-1] if i % 2 else t, 0.01 * (i + 1), 0.1 + 0.01 * i)
+               for i in range(3)]
+
+    def run(xx, tt, lam, lr):
+        outs.append(xj.explain(model, xx, tt, method="fgvis", game="deletion", lam=lam,
+                               iterations=3, learning_rate=lr))
+        return outs[-1]
+
+    assert_compiles_once(compiles, run, argsets)
     a = jax.jit(lambda xb, tb: fgvis(model, xb, tb, game="deletion", lam=0.01,
                                      iterations=3))(x, t)
     np.testing.assert_allclose(outs[0].heatmap, a.heatmap, atol=1e-5)

@@ -31,9 +31,8 @@ torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import (assert_jit_vmap_agree, assert_rel_close, float64_pair, to_nchw,  # noqa
+from tests.helpers import (assert_compiles_once, assert_jit_vmap_agree, assert_rel_close, float64_pair, to_nchw,  # noqa
                            to_nhwc)
-from xaijax.methods import base as mbase  # noqa: E402
 
 # the module, not the ``gradient`` function that xaijax.methods re-exports under the same name
 G = importlib.import_module("xaijax.methods.gradient")
@@ -351,13 +350,9 @@ def test_jit_and_jit_vmap_agree(small, meth):
     ("vargrad", {"n_samples": 2}, {"sigma": lambda i: 0.1 + 0.05 * i}),
     ("fullgrad", {}, {}),
 ])
-def test_explain_compiles_once_for_new_values(small, meth, opts, changing):
+def test_explain_compiles_once_for_new_values(small, meth, opts, changing, compiles):
     m, x, t = small
-    jitted = mbase._jitted(mbase.info(meth), True)
-    before = None
-    for i in range(3):
-        extra = {k: f(i) for k, f in changing.items()}
-        xj.explain(m, x + 0.1 * i, t[::-1] if i % 2 else t, method=meth, **opts, **extra)
-        if before is None:
-            before = jitted._cache_size()
-    assert jitted._cache_size() == before, f"{meth} recompiled for new values"
+    argsets = [(x + 0.1 * i, t[::-1] if i % 2 else t, {k: f(i) for k, f in changing.items()})
+               for i in range(3)]
+    assert_compiles_once(compiles, lambda xx, tt, extra: xj.explain(
+        m, xx, tt, method=meth, **opts, **extra), argsets)

@@ -17,7 +17,7 @@ zennit = pytest.importorskip("zennit")
 captum = pytest.importorskip("captum")
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import (assert_rel_close, efficientnet_pair, float64_pair, to_nhwc,  # noqa
+from tests.helpers import (assert_compiles_once, assert_rel_close, efficientnet_pair, float64_pair, to_nhwc,  # noqa
                            torch_pair)
 
 
@@ -264,21 +264,14 @@ def test_lrp_and_deeplift_vmap_equals_batch(small):
         np.testing.assert_allclose(np.asarray(per), np.asarray(batched), rtol=1e-4, atol=1e-7)
 
 
-def test_new_float_options_do_not_recompile(small):
+def test_new_float_options_do_not_recompile(small, compiles):
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3))
-    from xaijax.methods.base import _jitted, info
-
-    xj.explain(small, x, 2, method="lrp", composite="epsilon", epsilon=0.1)
-    f = _jitted(info("lrp"), True)
-    n = f._cache_size()
-    xj.explain(small, x, 2, method="lrp", composite="epsilon", epsilon=0.5)
-    xj.explain(small, x * 2, 2, method="lrp", composite="epsilon", epsilon=0.7)
-    assert f._cache_size() == n
-    xj.explain(small, x, 2, method="deeplift", baseline=jnp.zeros((1, 32, 32, 3)))
-    g = _jitted(info("deeplift"), True)
-    n = g._cache_size()
-    xj.explain(small, x, 2, method="deeplift", baseline=jnp.ones((1, 32, 32, 3)))
-    assert g._cache_size() == n
+    assert_compiles_once(compiles, lambda xx, e: xj.explain(
+        small, xx, 2, method="lrp", composite="epsilon", epsilon=e), [(x, 0.1), (x, 0.5),
+                                                                      (x * 2, 0.7), (x, 1)])
+    assert_compiles_once(compiles, lambda b: xj.explain(small, x, 2, method="deeplift",
+                                                        baseline=b),
+                         [(jnp.zeros((1, 32, 32, 3)),), (jnp.ones((1, 32, 32, 3)),)])
 
 
 def test_errors_name_the_problem(small):

@@ -76,3 +76,31 @@ def test_list_taps_in_forward_order_with_types(model):
     assert shapes["relu5"] == (8, 8, 64)
     assert model.tap_type("relu5") == "ReLU"
     assert model.nonlinearity_taps == ("relu1", "relu2", "relu3", "relu4", "relu5")
+
+
+def test_observer_sees_every_layer_and_changes_nothing(model):
+    x = jax.random.normal(jax.random.PRNGKey(3), (1, 32, 32, 3))
+    seen = {}
+
+    def observe(layer, params, inputs, y):
+        seen[layer.tap] = (type(layer).__name__, inputs[0].shape, y.shape, sorted(params))
+
+    y, _ = model.forward(x, observe=observe)
+    np.testing.assert_array_equal(y, model(x))
+    assert list(seen) == list(model.taps)
+    assert seen["conv1"] == ("Conv", (1, 32, 32, 3), (1, 32, 32, 16), ["bias", "kernel"])
+    assert seen["pool1"][0] == "MaxPool" and seen["pool1"][2] == (1, 16, 16, 16)
+
+
+def test_a_composite_that_matches_nothing_is_an_error(model):
+    from xaijax.nn.intercept import RulesMatchedNothing, by_type
+    from xaijax.rules.relu import guided_relu
+
+    x = jnp.ones((1, 32, 32, 3))
+    only_relu6 = by_type({L.ReLU6: guided_relu})
+    with pytest.raises(RulesMatchedNothing, match=r"look for ReLU6.*xaijax\.nn\.layers\.ReLU6"):
+        model.forward(x, rules=only_relu6)
+    # a rule that does match (ReLU) satisfies a requirement on any of the listed types
+    model.forward(x, rules=by_type({L.ReLU: guided_relu}), require=(L.ReLU, L.ReLU6))
+    with pytest.raises(RulesMatchedNothing, match="look for BatchNorm"):
+        model.forward(x, rules=by_type({L.ReLU: guided_relu}), require=(L.BatchNorm,))

@@ -13,6 +13,7 @@ from tests.helpers import pretrained_efficientnet
 from xaijax.models.base import Model, ModelSpec
 from xaijax.models.vgg import Sequential
 from xaijax.nn import intercept
+from xaijax.metrics import adversarial as M
 from xaijax.rules import fgvis as R
 
 
@@ -124,7 +125,7 @@ def test_defended_mask_gradient_equals_hand_computation_of_eq6():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     plain = jax.grad(phi)(m, False)
     # some neurons are outside their bounds here, so the filter changes the gradient
-    outside = [R.bound_violation(a, b)[0] for a, b in zip(
+    outside = [M.bound_violation(a, b)[0] for a, b in zip(
         model.forward(x, capture=["relu1", "relu2"])[1].values(),
         model.forward(m * x, capture=["relu1", "relu2"])[1].values())]
     assert any(bool(o.any()) for o in outside)
@@ -162,15 +163,15 @@ def test_default_taps_error_names_the_problem():
 def test_violation_summary_counts_neurons_outside_eq5_bounds():
     model = xj.models.get("small_cnn", num_classes=10)
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
-    inside = R.violation_summary(model, x, x)
+    inside = M.violation_summary(model, x, x)
     assert set(inside) == {"outside", "excess"}
     np.testing.assert_array_equal(inside["outside"], 0.0)
     np.testing.assert_array_equal(inside["excess"], 0.0)
-    out = R.violation_summary(model, x, 3.0 * x, e_start=3.0 * x)
+    out = M.violation_summary(model, x, 3.0 * x, e_start=3.0 * x)
     assert np.all(np.asarray(out["outside"]) > 0) and np.all(np.asarray(out["excess"]) > 0)
     np.testing.assert_array_equal(out["new_outside"], 0.0)  # nothing new relative to the start
     np.testing.assert_array_equal(out["excess_growth"], 0.0)
-    grown = R.violation_summary(model, x, 3.0 * x, e_start=x)
+    grown = M.violation_summary(model, x, 3.0 * x, e_start=x)
     np.testing.assert_allclose(grown["new_outside"], out["outside"])
 
 
@@ -193,7 +194,7 @@ def test_defense_blocks_adversarial_class_on_pretrained_model():
         expl[defense] = ex.extras["explanation"]
         hit[defense] = int(jnp.argmax(model(expl[defense])[0])) == int(t[0])
     if not (hit[False] and not hit[True]):  # the bound violations only to explain a failure
-        stats = {d: {k: float(v[0]) for k, v in R.violation_summary(
+        stats = {d: {k: float(v[0]) for k, v in M.violation_summary(
             model, x, e, e_start=0.01 * x).items()} for d, e in expl.items()}
         pytest.fail(f"adversarial class reached {hit} (defense -> reached); violations {stats}")
 

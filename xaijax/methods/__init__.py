@@ -1,10 +1,13 @@
 """Explanation methods: each a pure, jit/vmap-able function ``(model, x, target, **opts)``."""
 
 from xaijax.methods.base import Explanation
+from xaijax.methods.base import BoundMethod
 from xaijax.methods.base import available
+from xaijax.methods.base import bind
 from xaijax.methods.base import explain
 from xaijax.methods.base import info
 from xaijax.methods.base import register
+from xaijax.methods.base import split_options
 from xaijax.methods.gradient import gradient
 from xaijax.methods.gradient import fullgrad
 from xaijax.methods.gradient import input_x_gradient
@@ -27,7 +30,6 @@ from xaijax.methods.perturbation import lime
 from xaijax.methods.perturbation import occlusion
 from xaijax.methods.perturbation import rise
 from xaijax.methods.fgvis import fgvis
-from xaijax.methods.fgvis import fgvis_images
 from xaijax.methods.relevance import deeplift
 from xaijax.methods.relevance import lrp
 from xaijax.methods.dssr import dssr

@@ -27,10 +27,12 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xaijax.methods.base import Explanation, input_gradient, register, require_model
 from xaijax.methods.gradient import heatmap_maxabs
 from xaijax.models.base import Model
+from xaijax.nn import layers as L
 from xaijax.nn.intercept import Composite, chain
 from xaijax.rules.relu import deconvnet_rules, guided_backprop_rules
 from xaijax.rules.stride import stride_fix_rules
@@ -38,6 +40,7 @@ from xaijax.rules.stride import stride_fix_rules
 Array = jax.Array
 
 _STATIC = ("tap", "start", "stride_fix")
+STARTS = ("activation", "max")
 
 
 def start_cotangent(a: Array, filt: Array, start: str) -> Array:
@@ -61,27 +64,44 @@ def start_cotangent(a: Array, filt: Array, start: str) -> Array:
         flat = jnp.sum(chan, axis=-1).reshape(n, -1)
         pos = jax.nn.one_hot(jnp.argmax(flat, axis=1), flat.shape[1], dtype=a.dtype)
         return chan * pos.reshape(a.shape[:-1] + (1,))
-    raise ValueError(f"start must be 'activation' or 'max'; got {start!r}")
+    raise ValueError(f"start must be one of {STARTS}; got {start!r}")
 
 
 def modified_backprop(model: Model, x: Array, target: Array, rules: Composite, *,
                       tap: Optional[str], filt: Any, start: str) -> Array:
     """Input gradient with ``rules`` in the backward pass, from a class score or a filter."""
+    need = (L.ReLU, L.ReLU6)
     if tap is None:
-        return input_gradient(lambda z: model.forward(z, rules=rules)[0], x, target)
+        return input_gradient(lambda z: model.forward(z, rules=rules, require=need)[0], x, target)
     name = model.resolve(tap)
     filt = jnp.broadcast_to(jnp.asarray(filt, jnp.int32), (x.shape[0],))
 
     def act(z):
-        return model.forward(z, capture=[name], rules=rules)[1][name]
+        return model.forward(z, capture=[name], rules=rules, require=need)[1][name]
 
     a, vjp = jax.vjp(act, x)
-    if not isinstance(filt, jax.core.Tracer):
-        bad = (filt < 0) | (filt >= a.shape[-1])
-        if bool(jnp.any(bad)):
-            raise ValueError(f"filter must be a channel of tap {name!r}, in 0..{a.shape[-1] - 1};"
-                             f" got {jnp.asarray(filt).tolist()}")
     return vjp(start_cotangent(a, filt, start))[0]
+
+
+def _validate(model, x, opts) -> None:
+    """``start`` is a known mode; ``filter`` is a channel of ``tap`` (one int or one per
+    image)."""
+    if "start" in opts and opts["start"] not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}; got {opts['start']!r}")
+    tap, filt = opts.get("tap"), opts.get("filter")
+    if tap is None or filt is None or not isinstance(model, Model):
+        return
+    f = np.asarray(filt)
+    if f.dtype.kind not in "iu":
+        raise TypeError(f"filter must be an int channel index (or one per image); got {filt!r}")
+    if f.ndim not in (0, 1) or (f.ndim == 1 and f.shape[0] != x.shape[0]):
+        raise ValueError(f"filter must be an int or have shape ({x.shape[0]},), one channel per "
+                         f"image; got shape {f.shape}")
+    name = model.resolve(tap)
+    c = model.tap_shapes(tuple(x.shape[1:3]))[name][-1]
+    if np.any((f < 0) | (f >= c)):
+        raise ValueError(f"filter must be a channel of tap {name!r}, in 0..{c - 1}; got "
+                         f"{f.tolist()}")
 
 
 def _backprop(kind, model, x, target, tap, filter, start, stride_fix):
@@ -93,7 +113,7 @@ def _backprop(kind, model, x, target, tap, filter, start, stride_fix):
     return Explanation(heatmap=heatmap_maxabs(g), attribution=g, target=target, method=kind)
 
 
-@register("guided_backprop", static=_STATIC, needs="rules")
+@register("guided_backprop", static=_STATIC, needs="rules", validate=_validate)
 def guided_backprop(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
                     filter: Any = 0, start: str = "activation",
                     stride_fix: bool = False) -> Explanation:
@@ -129,7 +149,7 @@ def guided_backprop(model: Model, x: Array, target: Array, *, tap: Optional[str]
     return _backprop("guided_backprop", model, x, target, tap, filter, start, stride_fix)
 
 
-@register("deconvnet", static=_STATIC, needs="rules")
+@register("deconvnet", static=_STATIC, needs="rules", validate=_validate)
 def deconvnet(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
               filter: Any = 0, start: str = "activation", stride_fix: bool = False) -> Explanation:
     """DeconvNet: the backward pass with ReLUs passing back ``relu(g)`` (rectified signal,

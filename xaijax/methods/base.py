@@ -1,10 +1,19 @@
-"""The :class:`Explanation` result, the method registry and :func:`explain`."""
+"""The :class:`Explanation` result, the method registry, :func:`bind` and :func:`explain`.
+
+Every entry point runs a method through :func:`bind`: ``bind(name, **static_options)`` is the
+method configured with its shape-deciding options, a pure function ``fn(model, x, target,
+**traced_options)`` compiled once per input shape and cached, that checks its input and its
+options' values once per call (before tracing) and resolves ``"top1"`` inside the compiled
+program. :func:`explain` splits its options into static and traced ones and calls it; so do the
+command line and everything built on top (data-set runs, sharding, evaluation).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +24,7 @@ from xaijax.models.base import Model, check_finite, check_input
 
 Array = jax.Array
 Target = Union[int, Sequence[int], Array, str]
+Validator = Callable[[Any, Any, Mapping[str, Any]], None]
 
 
 @struct.dataclass
@@ -39,20 +49,45 @@ class Explanation:
 
 @dataclasses.dataclass(frozen=True)
 class MethodInfo:
+    """A registered method.
+
+    Attributes:
+      name: registry name.
+      fn: the method's body ``fn(model, x, target, **options)`` (no value checks).
+      static: option names that decide shapes or control flow (jit static arguments).
+      needs: ``"function"``, ``"taps"`` or ``"rules"``: the model access it requires.
+      signed: whether the heatmap keeps a sign.
+      summary: first line of the docstring.
+      validate: ``validate(model, x, options)`` checking the concrete option values (every
+        option, defaults filled in; traced values left out), or ``None``.
+      defaults: ``{option: default}`` from the signature (``inspect.Parameter.empty`` when
+        required).
+    """
+
     name: str
     fn: Callable[..., Explanation]
     static: Tuple[str, ...]
     needs: str  # "function" | "taps" | "rules"
     signed: bool
     summary: str
+    validate: Optional[Validator] = None
+    defaults: Tuple[Tuple[str, Any], ...] = ()
+
+    @property
+    def options(self) -> Tuple[str, ...]:
+        return tuple(k for k, _ in self.defaults)
 
 
 _METHODS: Dict[str, MethodInfo] = {}
 
 
 def register(name: str, *, static: Sequence[str] = (), needs: str = "function",
-             signed: bool = False):
+             signed: bool = False, validate: Optional[Validator] = None):
     """Register ``fn(model, x, target, **options) -> Explanation`` under ``name``.
+
+    The decorated function stays a plain, jit/vmap-able function; called directly it first
+    runs ``validate`` on whichever option values are concrete (under a user's own ``jit`` the
+    traced ones cannot be checked). :func:`bind` and :func:`explain` run it on every call.
 
     Args:
       static: option names that decide shapes or control flow (hashable; jit static args).
@@ -60,15 +95,28 @@ def register(name: str, *, static: Sequence[str] = (), needs: str = "function",
       needs: ``"function"`` (any JAX callable ``f(x) -> logits``), ``"taps"`` or ``"rules"``
         (a zoo :class:`~xaijax.models.Model`, or a linen model built from xaijax layers).
       signed: whether the heatmap keeps a sign.
+      validate: ``validate(model, x, options)``: raise ``ValueError``/``TypeError`` for bad
+        option values. ``options`` holds every option (defaults filled in) whose value is
+        concrete, as Python / numpy values.
     """
     if needs not in ("function", "taps", "rules"):
         raise ValueError(f"needs must be function/taps/rules; got {needs!r}")
 
     def deco(fn):
         doc = (inspect.getdoc(fn) or "").strip().splitlines()
-        _METHODS[name] = MethodInfo(name, fn, tuple(static), needs, signed,
-                                    doc[0] if doc else "")
-        return fn
+        params = list(inspect.signature(fn).parameters.values())[3:]
+        inf = MethodInfo(name, fn, tuple(static), needs, signed, doc[0] if doc else "",
+                         validate, tuple((p.name, p.default) for p in params))
+        _METHODS[name] = inf
+
+        @functools.wraps(fn)
+        def method(model, x, target, **options):
+            if inf.validate is not None:
+                inf.validate(model, x, concrete_options(inf, options))
+            return fn(model, x, target, **options)
+
+        method.info = inf
+        return method
 
     return deco
 
@@ -81,6 +129,18 @@ def info(name: str) -> MethodInfo:
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; available: {list(available())}")
     return _METHODS[name]
+
+
+def concrete_options(inf: MethodInfo, options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Every option of ``inf`` (defaults filled in) whose value is concrete; jax arrays become
+    numpy. Traced values (inside a user's ``jit``/``vmap``) are left out."""
+    out = {}
+    for k, default in inf.defaults:
+        v = options.get(k, default)
+        if v is inspect.Parameter.empty or isinstance(v, jax.core.Tracer):
+            continue
+        out[k] = np.asarray(v) if isinstance(v, jax.Array) else v
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,14 +161,31 @@ def require_model(model: Any, method: str, what: str = "taps") -> Model:
     if not isinstance(model, Model):
         raise TypeError(
             f"method {method!r} needs {what} (named intermediate layers), which a plain "
-            f"function cannot give; pass an xaijax Model (xj.models.get(...)) or wrap your linen "
-            f"module built from xaijax.nn.layers with xj.models.Model")
+            f"function cannot give; pass an xaijax Model (xj.models.get(...)), or wrap your "
+            f"linen module built from xaijax.nn.layers with xj.models.wrap(module, variables, "
+            f"...)")
     return model
+
+
+SCORES = ("logit", "softmax", "sigmoid")
+
+
+def class_scores(logits: Array, target: Array, kind: str = "logit") -> Array:
+    """The score of class ``target[i]`` in each row ``i`` of ``logits`` ``(B, K)``: the logit,
+    the softmax probability or the sigmoid. ``target`` is ``(B,)`` or one class for every row.
+    Returns ``(B,)``."""
+    if kind not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}; got {kind!r}")
+    t = jnp.broadcast_to(jnp.asarray(target, jnp.int32), logits.shape[:1])
+    if kind == "softmax":
+        logits = jax.nn.softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, t[:, None], axis=1)[:, 0]
+    return jax.nn.sigmoid(picked) if kind == "sigmoid" else picked
 
 
 def target_scores(logits: Array, target: Array) -> Array:
     """``logits[i, target[i]]`` for each image: ``(N,)``."""
-    return jnp.take_along_axis(logits, target[:, None].astype(jnp.int32), axis=1)[:, 0]
+    return class_scores(logits, target)
 
 
 def input_gradient(f: Callable[[Array], Array], x: Array, target: Array) -> Array:
@@ -120,34 +197,98 @@ def input_gradient(f: Callable[[Array], Array], x: Array, target: Array) -> Arra
     return jax.grad(total)(x)
 
 
-def upsample(maps: Array, size: Tuple[int, int]) -> Array:
-    """Bilinear resize of ``(N, h, w[, C])`` maps to ``size`` with half-pixel centres
-    (torch ``interpolate(..., mode="bilinear", align_corners=False)``, no antialiasing)."""
-    if maps.ndim == 3:
-        return upsample(maps[..., None], size)[..., 0]
-    n, h, w, c = maps.shape
+def minmax(maps: Array, axes: Tuple[int, ...] = (1, 2), eps: float = 0.0) -> Array:
+    """Min-max normalisation to [0, 1] over ``axes``.
+
+    With ``eps=0`` a constant map becomes zeros; with ``eps > 0`` it is pytorch-grad-cam's
+    ``scale_cam_image``, ``(m − min) / (eps + max(m − min))`` (what FullGrad's parity needs).
+    """
+    m = maps - jnp.min(maps, axis=axes, keepdims=True)
+    span = jnp.max(m, axis=axes, keepdims=True)
+    if eps:
+        return m / (eps + span)
+    return jnp.where(span > 0, m / jnp.where(span > 0, span, 1.0), 0.0)
+
+
+def check_positive_int(value: Any, name: str, method: str = "", what: str = "") -> int:
+    """``value`` as an int, or a ValueError naming the method and the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        who = f"method {method!r}: " if method else ""
+        raise ValueError(f"{who}{name} must be a positive int{f' ({what})' if what else ''}; "
+                         f"got {value!r}")
+    return int(value)
+
+
+def check_choice(value: Any, choices: Sequence[Any], name: str, method: str = "") -> None:
+    """A ValueError naming the method, the option and the choices unless ``value`` is one."""
+    if value not in choices:
+        who = f"method {method!r}: " if method else ""
+        raise ValueError(f"{who}{name} must be one of {tuple(choices)}; got {value!r}")
+
+
+def interp_matrix(n_in: int, n_out: int, align_corners: bool, dtype: Any = np.float32
+                  ) -> np.ndarray:
+    """``(n_out, n_in)`` matrix of 1-D linear interpolation with torch's conventions
+    (``F.interpolate(mode="bilinear", align_corners=...)``, no antialiasing); the 2-D bilinear
+    resize of a map ``m`` is ``Ry @ m @ Rx.T``."""
+    out = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = out * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros_like(out)
+    else:
+        src = np.maximum((out + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    m = np.zeros((n_out, n_in), np.float64)
+    np.add.at(m, (np.arange(n_out), i0), 1.0 - lam)
+    np.add.at(m, (np.arange(n_out), i1), lam)
+    return m.astype(dtype)
+
+
+def upsample(maps: Array, size: Tuple[int, int], align_corners: bool = False) -> Array:
+    """Bilinear resize of ``(N, h, w[, C])`` maps to ``size``: torch's ``interpolate(...,
+    mode="bilinear", align_corners=...)`` without antialiasing (half-pixel centres by default,
+    as ``cv2.resize``), as two small matrix products with :func:`interp_matrix` (the one resize
+    of the methods)."""
+    h, w = maps.shape[1:3]
     if (h, w) == tuple(size):
         return maps
-    return jax.image.scale_and_translate(
-        maps, (n, size[0], size[1], c), (1, 2), jnp.array([size[0] / h, size[1] / w]),
-        jnp.zeros(2), "linear", antialias=False)
+    ry = jnp.asarray(interp_matrix(h, size[0], align_corners, maps.dtype))
+    rx = jnp.asarray(interp_matrix(w, size[1], align_corners, maps.dtype))
+    spec = "Hh,nhw,Ww->nHW" if maps.ndim == 3 else "Hh,nhwc,Ww->nHWc"
+    return jnp.einsum(spec, ry, maps, rx, precision=jax.lax.Precision.HIGHEST)
 
 
 # ------------------------------------------------------------------------------------------------
-# explain
+# targets
 
 
-def resolve_target(model: Any, x: Array, target: Target, num_classes: Optional[int]) -> Array:
-    """Targets -> ``(N,)`` int32. ``"top1"`` is the model's prediction; an int applies to every
-    image; a class name is looked up in the model's labels."""
+def num_classes_of(model: Any, x: Any) -> int:
+    """The number of logits of ``model`` for inputs shaped like ``x``."""
+    if isinstance(model, Model):
+        return model.spec.num_classes
+    return _num_logits(model, tuple(x.shape), jnp.dtype(x.dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _num_logits(f: Callable, shape: Tuple[int, ...], dtype) -> int:
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
+    return int(out.shape[-1])
+
+
+def target_array(model: Any, x: Any, target: Target) -> Optional[np.ndarray]:
+    """Targets -> ``(N,)`` int32 on the host, or ``None`` for ``"top1"`` (the model's
+    prediction, computed inside the compiled method). An int applies to every image; a class
+    name is looked up in the model's labels."""
     n = x.shape[0]
     if isinstance(target, str):
         if target == "top1":
-            return jnp.argmax(jax.jit(logits_fn(model))(x), axis=-1).astype(jnp.int32)
+            return None
         if isinstance(model, Model) and model.spec.labels == "imagenet":
             from xaijax.models.labels import class_index
-            return jnp.full((n,), class_index(target), jnp.int32)
-        raise ValueError(f"target must be an int, a sequence of ints or 'top1'; got {target!r}")
+            return np.full((n,), class_index(target), np.int32)
+        raise ValueError(f"target must be an int, a sequence of ints, 'top1' or (for ImageNet "
+                         f"models) a class name; got {target!r}")
     t = np.asarray(target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"target must be integer class indices; got dtype {t.dtype}")
@@ -156,50 +297,200 @@ def resolve_target(model: Any, x: Array, target: Target, num_classes: Optional[i
     if t.shape != (n,):
         raise ValueError(f"target must be an int or have shape ({n},) for {n} images; got shape "
                          f"{t.shape}")
-    if num_classes is not None and (t.min() < 0 or t.max() >= num_classes):
-        bad = int(t[(t < 0) | (t >= num_classes)][0])
-        raise ValueError(f"unknown class {bad}: the model has {num_classes} classes "
-                         f"(0..{num_classes - 1})")
-    return jnp.asarray(t, jnp.int32)
+    k = num_classes_of(model, x)
+    if t.min() < 0 or t.max() >= k:
+        bad = int(t[(t < 0) | (t >= k)][0])
+        raise ValueError(f"unknown class {bad}: the model has {k} classes (0..{k - 1})")
+    return t.astype(np.int32)
 
 
-_JITTED: Dict[Tuple[str, bool, frozenset], Callable] = {}
+def resolve_target(model: Any, x: Array, target: Target,
+                   num_classes: Optional[int] = None) -> Array:
+    """Targets -> ``(N,)`` int32 (``"top1"`` runs the model once)."""
+    t = target_array(model, x, target)
+    if t is None:
+        return jnp.argmax(_top1_logits(model, x), axis=-1).astype(jnp.int32)
+    return jnp.asarray(t)
 
 
-def _jitted(info_: MethodInfo, model_is_pytree: bool,
-            static: Optional[frozenset] = None) -> Callable:
-    static = frozenset(info_.static) if static is None else static
-    key = (info_.name, model_is_pytree, static)
-    if key not in _JITTED:
-        fn = info_.fn
-        if model_is_pytree:
-            _JITTED[key] = jax.jit(fn, static_argnames=tuple(static))
-        else:
-            _JITTED[key] = jax.jit(fn, static_argnums=(0,), static_argnames=tuple(static))
-    return _JITTED[key]
+def _top1_logits(model, x):
+    return model(x) if isinstance(model, Model) else jax.jit(logits_fn(model))(x)
 
 
-def jitted_for(info_: MethodInfo, model_is_pytree: bool, options: Dict[str, Any]) -> Callable:
-    """The cached jitted method that :func:`explain` uses for these options (its
-    ``_cache_size()`` tells how often it compiled)."""
-    static = frozenset(info_.static) | frozenset(k for k, v in options.items()
-                                                 if _is_static_value(v))
-    return _jitted(info_, model_is_pytree, static)
+# ------------------------------------------------------------------------------------------------
+# bind
 
 
-def _is_static_value(v: Any) -> bool:
-    """Options that cannot be traced (strings, None, booleans, tuples of them / of ints) are
-    passed as static arguments even when the method did not declare them."""
+def _float_option(default: Any) -> bool:
+    return isinstance(default, float) or (
+        isinstance(default, (int, np.integer)) and not isinstance(default, bool))
+
+
+def _as_traced(v: Any, default: Any) -> Any:
+    """Fix the dtype of a traced option at the boundary: Python floats (and ints where the
+    default is a float) become float32 arrays, other Python ints int32, so a new value (or an
+    int for a float) never retraces (STYLE.md)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return v
+    if isinstance(v, (float, np.floating)) or isinstance(default, float):
+        return jnp.asarray(v, jnp.float32)
+    return jnp.asarray(v, jnp.int32)
+
+
+def is_static_value(v: Any) -> bool:
+    """Options that cannot be traced (strings, None, booleans, callables, tuples of them / of
+    numbers) are static even when the method did not declare them."""
     if v is None or isinstance(v, (str, bool)):
         return True
     if isinstance(v, tuple):
-        return all(_is_static_value(a) or isinstance(a, (int, float)) for a in v)
+        return all(is_static_value(a) or isinstance(a, (int, float)) for a in v)
     return callable(v) and not hasattr(v, "shape")
+
+
+def split_options(name: str, options: Mapping[str, Any]
+                  ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(static, traced)`` options of method ``name``: the declared static ones and every value
+    that cannot be traced, and the rest. Unknown names are a TypeError listing the options."""
+    inf = info(name)
+    unknown = sorted(set(options) - set(inf.options))
+    if unknown:
+        raise TypeError(f"method {name!r} has no option(s) {unknown}; options: "
+                        f"{list(inf.options)}")
+    static = {k: v for k, v in options.items() if k in inf.static or is_static_value(v)}
+    return static, {k: v for k, v in options.items() if k not in static}
+
+
+@functools.lru_cache(maxsize=None)
+def _all_finite_fn():
+    return jax.jit(lambda a: jnp.all(jnp.isfinite(a)))
+
+
+def _check_finite(x: Any) -> None:
+    """NaN/inf check without copying a device array to the host (a sharded batch stays where
+    it is): one reduction on the device, the details only when it fails."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        if not bool(_all_finite_fn()(x)):
+            check_finite(x)
+        return
+    check_finite(x)
+
+
+class BoundMethod:
+    """A method with its static options fixed: ``f(model, x, target="top1", **traced)``.
+
+    Build with :func:`bind`. One compiled program per input shape (and per ``"top1"`` vs
+    explicit targets); new traced values, new targets and new images never recompile.
+    """
+
+    def __init__(self, name: str, static: Tuple[Tuple[str, Any], ...]):
+        self.info = info(name)
+        self.name = name
+        self.static_options = dict(static)
+        inf = self.info
+        unknown = sorted(set(self.static_options) - set(inf.options))
+        if unknown:
+            raise TypeError(f"method {name!r} has no option(s) {unknown}; options: "
+                            f"{list(inf.options)}")
+        fn, stat = inf.fn, self.static_options
+
+        def run(model, x, target, top1, traced):
+            if top1:
+                target = jnp.argmax(logits_fn(model)(x), axis=-1).astype(jnp.int32)
+            return fn(model, x, target, **stat, **traced)
+
+        self._jit_pytree = jax.jit(run, static_argnums=(3,))
+        self._jit_callable = jax.jit(run, static_argnums=(0, 3))
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.static_options.items())
+        return f"bind({self.name!r}{', ' if opts else ''}{opts})"
+
+    def __call__(self, model: Any, x: Array, target: Target = "top1", **options) -> Explanation:
+        inf = self.info
+        if inf.needs != "function":
+            require_model(model, self.name, "taps" if inf.needs == "taps" else
+                          "rule-aware layers")
+        else:
+            logits_fn(model)
+        unknown = sorted(set(options) - set(inf.options))
+        if unknown:
+            raise TypeError(f"method {self.name!r} has no option(s) {unknown}; options: "
+                            f"{list(inf.options)}")
+        again = sorted(set(options) & set(self.static_options))
+        if again:
+            raise TypeError(f"option(s) {again} of {self.name!r} were fixed by bind(); bind "
+                            f"again to change them")
+        static_now = sorted(k for k in options if k in inf.static or is_static_value(options[k]))
+        if static_now:
+            raise TypeError(f"option(s) {static_now} of {self.name!r} decide the compiled "
+                            f"program (static); pass them to xj.methods.bind({self.name!r}, "
+                            f"...) or to xj.explain")
+        check_input(model if isinstance(model, Model) else None, x)
+        _check_finite(x)
+        defaults = dict(inf.defaults)
+        traced = {k: _as_traced(v, defaults.get(k)) for k, v in options.items()}
+        if inf.validate is not None:
+            inf.validate(model, x, concrete_options(inf, {**self.static_options, **traced}))
+        t = target_array(model, x, target)
+        top1 = t is None
+        t = jnp.zeros((x.shape[0],), jnp.int32) if top1 else jnp.asarray(t)
+        x = jnp.asarray(x, jnp.float32)
+        jitted = self._jit_pytree if isinstance(model, Model) else self._jit_callable
+        return jitted(model, x, t, top1, traced)
+
+
+_BOUND: Dict[Tuple[str, Tuple[Tuple[str, Any], ...]], BoundMethod] = {}
+
+
+def bind(name: str, **static_options) -> BoundMethod:
+    """Method ``name`` configured with its static options, as a pure, compiled function.
+
+    Args:
+      name: a name from :func:`available`.
+      **static_options: the options that decide shapes or control flow (``tap``, ``steps``,
+        ``composite``, ...); hashable values.
+
+    Returns:
+      ``f(model, x, target="top1", **traced_options) -> Explanation``, cached: the same
+      ``bind`` arguments give the same function and its compiled programs.
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> f = xj.methods.bind("gradcam", tap="conv3")
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> f(m, jnp.ones((2, 32, 32, 3)), "top1").heatmap.shape
+      (2, 32, 32)
+    """
+    key = (name, tuple(sorted(static_options.items())))
+    try:
+        hash(key)
+    except TypeError:
+        bad = [k for k, v in static_options.items() if not _hashable(v)]
+        raise TypeError(f"static option(s) {bad} of {name!r} must be hashable (use tuples, "
+                        f"not lists or arrays)") from None
+    if key not in _BOUND:
+        _BOUND[key] = BoundMethod(name, key[1])
+    return _BOUND[key]
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+        return True
+    except TypeError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# explain
 
 
 def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gradient",
             **options) -> Explanation:
     """Explain ``model``'s decision for each image of ``x``.
+
+    ``explain(model, x, t, method=name, **options)`` is ``bind(name, **static)(model, x, t,
+    **traced)``, with the options split by :func:`split_options`.
 
     Args:
       model: an xaijax :class:`~xaijax.models.Model`, or any JAX callable ``f(x) -> logits``
@@ -218,23 +509,5 @@ def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gra
       >>> xj.explain(m, jnp.ones((2, 32, 32, 3)), 3, method="gradient").heatmap.shape
       (2, 32, 32)
     """
-    inf = info(method)
-    if inf.needs != "function":
-        require_model(model, method, "taps" if inf.needs == "taps" else "rule-aware layers")
-    check_input(model if isinstance(model, Model) else None, x)
-    check_finite(x)
-    x = jnp.asarray(x, jnp.float32)
-    num_classes = model.spec.num_classes if isinstance(model, Model) else None
-    t = resolve_target(model, x, target, num_classes)
-    if num_classes is None and not isinstance(target, str):
-        out_shape = jax.eval_shape(logits_fn(model), x).shape
-        resolve_target(model, x, np.asarray(t), out_shape[-1])
-    # python floats become float32 arrays so a new value never recompiles (STYLE.md)
-    options = {k: (jnp.asarray(v, jnp.float32) if isinstance(v, float) and k not in inf.static
-                   else v) for k, v in options.items()}
-    unknown = set(options) - set(inspect.signature(inf.fn).parameters)
-    if unknown:
-        raise TypeError(f"method {method!r} has no option(s) {sorted(unknown)}; options: "
-                        f"{[p for p in inspect.signature(inf.fn).parameters][3:]}")
-    ex = jitted_for(inf, isinstance(model, Model), options)(model, x, t, **options)
-    return ex
+    static, traced = split_options(method, options)
+    return bind(method, **static)(model, x, target, **traced)

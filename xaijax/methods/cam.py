@@ -49,11 +49,12 @@ from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from xaijax.methods.backprop import guided_backprop
-from xaijax.methods.base import Explanation, register, require_model, target_scores, upsample
+from xaijax.methods.base import interp_matrix  # noqa: F401  (part of this module's API)
+from xaijax.methods.base import (Explanation, check_positive_int, minmax, register,
+                                 require_model, target_scores, upsample)
 from xaijax.methods.gradient import heatmap_maxabs
 from xaijax.models.base import Model
 
@@ -110,14 +111,6 @@ def _combine(acts: Array, weights: Array) -> Array:
     return jnp.einsum("nhwk,nk->nhw", acts, weights, precision=lax.Precision.HIGHEST)
 
 
-def _minmax(maps: Array) -> Array:
-    """Per-map min-max normalisation to [0, 1]; a constant map becomes zeros."""
-    lo = jnp.min(maps, axis=(1, 2), keepdims=True)
-    span = jnp.max(maps, axis=(1, 2), keepdims=True) - lo
-    safe = jnp.where(span > 0, span, 1.0)
-    return jnp.where(span > 0, (maps - lo) / safe, 0.0)
-
-
 def _finish(low: Array, weights: Array, x: Array, target: Array, method: str, *, relu: bool,
             normalize: bool, **extras) -> Explanation:
     """ReLU (optional), upsample to the input size, normalise (optional), pack."""
@@ -125,42 +118,21 @@ def _finish(low: Array, weights: Array, x: Array, target: Array, method: str, *,
         low = jax.nn.relu(low)
     heat = upsample(low, x.shape[1:3])
     if normalize:
-        heat = _minmax(heat)
+        heat = minmax(heat)
     return Explanation(heatmap=heat, attribution=None,
                        extras={"low_res": low, "weights": weights, **extras}, target=target,
                        method=method)
 
 
 def _check_batch_size(batch_size: Any, method: str) -> int:
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-            or batch_size < 1:
-        raise ValueError(f"method {method!r}: batch_size must be a positive int (channels per "
-                         f"chunk of extra forward passes); got {batch_size!r}")
-    return int(batch_size)
+    return check_positive_int(batch_size, "batch_size", method,
+                              "channels per chunk of extra forward passes")
 
 
 def _channel_chunks(k: int, batch_size: int) -> Tuple[int, int]:
     """``(chunks, padded)``: the number of chunks of ``batch_size`` channels covering ``k``."""
     chunks = -(-k // batch_size)
     return chunks, chunks * batch_size
-
-
-def interp_matrix(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
-    """``(n_out, n_in)`` matrix of 1-D linear interpolation with torch's conventions
-    (``F.interpolate(mode="bilinear", align_corners=...)``, no antialiasing); the 2-D bilinear
-    resize of a map ``m`` is ``Ry @ m @ Rx.T``."""
-    out = np.arange(n_out, dtype=np.float64)
-    if align_corners:
-        src = out * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros_like(out)
-    else:
-        src = np.maximum((out + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = src - i0
-    m = np.zeros((n_out, n_in), np.float64)
-    np.add.at(m, (np.arange(n_out), i0), 1.0 - lam)
-    np.add.at(m, (np.arange(n_out), i1), lam)
-    return m.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -361,7 +333,7 @@ def guided_gradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] 
     attr = gb * gc.heatmap[..., None]
     heat = heatmap_maxabs(attr)
     if normalize:
-        heat = _minmax(heat)
+        heat = minmax(heat)
     return Explanation(heatmap=heat, attribution=attr,
                        extras={**gc.extras, "gradcam": gc.heatmap, "guided_backprop": gb},
                        target=target, method="guided_gradcam")
@@ -426,8 +398,6 @@ def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None
     _, acts = _activations(model, x, t, "scorecam")
     n, h, w, k = acts.shape
     big_h, big_w = x.shape[1:3]
-    ry = jnp.asarray(interp_matrix(h, big_h, align_corners))
-    rx = jnp.asarray(interp_matrix(w, big_w, align_corners))
     chunks, padded = _channel_chunks(k, bs)
     apply = model.apply_fn
 
@@ -436,7 +406,7 @@ def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None
         maps = jnp.pad(maps, ((0, padded - k), (0, 0), (0, 0))).reshape(chunks, bs, h, w)
 
         def chunk(m):  # (bs, h, w) -> (bs,) target logits, (bs,) target probabilities
-            up = jnp.einsum("Hh,bhw,Ww->bHW", ry, m, rx, precision=lax.Precision.HIGHEST)
+            up = upsample(m, (big_h, big_w), align_corners)
             lo = jnp.min(up, axis=(1, 2), keepdims=True)
             hi = jnp.max(up, axis=(1, 2), keepdims=True)
             mask = (up - lo) / (hi - lo + 1e-8)

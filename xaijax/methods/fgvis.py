@@ -72,11 +72,9 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from xaijax.methods.base import Explanation, logits_fn, register, require_model
-from xaijax.models.base import Model
 from xaijax.rules import fgvis as fgvis_rules
 
 Array = jax.Array
@@ -306,59 +304,3 @@ def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
         extras["evidence"] = x * comp
     return Explanation(heatmap=heat, attribution=evidence_mask, extras=extras, target=target,
                        method="fgvis")
-
-
-def fgvis_images(model: Any, x: Array, ex: Explanation, *,
-                 mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None) -> Dict[str, np.ndarray]:
-    """The FGVis visualisation types of Fig. 2 as RGB images in [0, 1].
-
-    Args:
-      model: the Model explained (its mean/std undo the normalisation), or any callable when
-        ``mean`` and ``std`` are given.
-      x: the normalised batch that was explained.
-      ex: the :func:`fgvis` result.
-      mean, std: per-channel normalisation (default: the model's).
-
-    Returns:
-      ``{name: (N, H, W, 3) float32 in [0, 1]}`` with ``image`` (a), ``mask`` (b; for deletion
-      and repression its colours are complementary to the image's), ``explanation`` (c;
-      ``e = m·x``, grey where removed), ``mean_mask`` (f; the heatmap as grey) and, for the
-      deletion/repression games, ``complement_mask`` (d; ``1 - m``, true colours) and
-      ``evidence`` (e; ``ẽ = x·(1 - m)``).
-
-    Examples:
-      >>> import xaijax as xj, jax.numpy as jnp
-      >>> m = xj.models.get("small_cnn", num_classes=10)
-      >>> x = jnp.ones((1, 32, 32, 3))
-      >>> ex = xj.explain(m, x, 0, method="fgvis", iterations=2, lam=0.0)
-      >>> sorted(fgvis_images(m, x, ex))
-      ['complement_mask', 'evidence', 'explanation', 'image', 'mask', 'mean_mask']
-
-    References:
-      Wagner et al. 2019, Fig. 2 (visualisation types a–f).
-    """
-    if mean is None or std is None:
-        if not isinstance(model, Model):
-            raise TypeError("fgvis_images needs the model's normalisation: pass an xaijax Model "
-                            "or mean=... and std=...")
-        mean = model.spec.mean if mean is None else mean
-        std = model.spec.std if std is None else std
-    mean_a = np.asarray(mean, np.float32)
-    std_a = np.asarray(std, np.float32)
-
-    def to_pixels(z):
-        return np.clip(np.asarray(z, np.float32) * std_a + mean_a, 0.0, 1.0)
-
-    mask = np.asarray(ex.extras["mask"], np.float32)
-    heat = np.asarray(ex.extras["mean_mask"], np.float32)
-    out = {
-        "image": to_pixels(x),
-        "mask": np.clip(mask, 0.0, 1.0),
-        "explanation": to_pixels(ex.extras["explanation"]),
-        "mean_mask": np.repeat(np.clip(heat, 0.0, 1.0)[..., None], 3, axis=-1),
-    }
-    if "complement_mask" in ex.extras:
-        out["complement_mask"] = np.clip(np.asarray(ex.extras["complement_mask"]), 0.0, 1.0)
-        out["evidence"] = to_pixels(ex.extras["evidence"])
-    return out

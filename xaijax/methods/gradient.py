@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xaijax.methods.base import (Explanation, info, input_gradient, logits_fn, register,
-                                 require_model, target_scores, upsample)
+from xaijax.methods.base import (Explanation, info, input_gradient, logits_fn, minmax,
+                                 register, require_model, target_scores, upsample)
 from xaijax.models.base import Model
 
 Array = jax.Array
@@ -507,27 +507,26 @@ def vargrad(model: Any, x: Array, target: Array, *, base: str = "gradient",
 # FullGrad
 
 
-def _minmax(m: Array, axes: Tuple[int, ...]) -> Array:
-    """pytorch-grad-cam's ``scale_cam_image``: ``(m - min) / (1e-7 + max(m - min))``."""
-    m = m - jnp.min(m, axis=axes, keepdims=True)
-    return m / (1e-7 + jnp.max(m, axis=axes, keepdims=True))
+def _has_bias(layer, params) -> bool:
+    from xaijax.nn import layers as L
+
+    return isinstance(layer, L.BatchNorm) or (isinstance(layer, L.Conv) and "bias" in params)
 
 
 def _bias_layers(model: Model, x: Array) -> Dict[str, Tuple[int, ...]]:
     """``{tap: output shape}`` of every Conv with a bias and every BatchNorm (trace time)."""
-    from xaijax.nn import layers as L
-    from xaijax.nn.intercept import by_type
-
     found: Dict[str, Tuple[int, ...]] = {}
 
-    def rec(layer, params, *xs):
-        y = layer.forward(params, *xs)
-        if isinstance(layer, L.BatchNorm) or (isinstance(layer, L.Conv) and "bias" in params):
+    def observe(layer, params, inputs, y):
+        if _has_bias(layer, params):
             found[layer.tap] = tuple(y.shape)
-        return y
 
-    jax.eval_shape(lambda z: model.forward(z, rules=by_type({L.Conv: rec, L.BatchNorm: rec}))[0],
-                   x)
+    jax.eval_shape(lambda z: model.forward(z, observe=observe)[0], x)
+    if not found:
+        raise ValueError(f"fullgrad: model {model.spec.name!r} has no xaijax Conv with a bias "
+                         f"and no BatchNorm, so there is no bias gradient to add (the heatmap "
+                         f"would be the input-gradient term alone); build its layers from "
+                         f"xaijax.nn.layers.Conv / BatchNorm, or use input_x_gradient")
     return found
 
 
@@ -571,9 +570,6 @@ def fullgrad(model: Model, x: Array, target: Array) -> Explanation:
       Eq. 3 (full-gradients) and §4 (FullGrad saliency with ψ = abs then bilinear upsampling);
       post-processing as ``pytorch_grad_cam.FullGrad``.
     """
-    from xaijax.nn import layers as L
-    from xaijax.nn.intercept import by_type
-
     model = require_model(model, "fullgrad", "rule-aware layers")
     shapes = _bias_layers(model, x)
     taps = tuple(shapes)
@@ -582,26 +578,23 @@ def fullgrad(model: Model, x: Array, target: Array) -> Explanation:
     def score(z, deltas):
         biases = {}
 
-        def rec(layer, params, *xs):
-            y = layer.forward(params, *xs)
-            if layer.tap in deltas:
-                zero = jnp.zeros((1,) + xs[0].shape[1:], xs[0].dtype)
+        def observe(layer, params, inputs, y):
+            if layer.tap in deltas:  # the layer's response to a zero input: its bias map
+                zero = jnp.zeros((1,) + inputs[0].shape[1:], inputs[0].dtype)
                 biases[layer.tap] = layer.forward(params, zero)[0, 0, 0]
-            return y
 
         edits = {t: (lambda a, t=t: a + deltas[t]) for t in taps}
-        logits, _ = model.forward(z, edits=edits,
-                                  rules=by_type({L.Conv: rec, L.BatchNorm: rec}))
+        logits, _ = model.forward(z, edits=edits, observe=observe)
         return jnp.sum(target_scores(logits, target)), biases
 
     deltas = {t: jnp.zeros(shapes[t], x.dtype) for t in taps}
     (gx, gd), biases = jax.grad(score, argnums=(0, 1), has_aux=True)(x, deltas)
-    inp = _minmax(jnp.abs(gx * x), (1, 2))  # (N, H, W, C), each channel normalised
+    inp = minmax(jnp.abs(gx * x), (1, 2), eps=1e-7)  # (N, H, W, C), each channel normalised
     total = jnp.sum(inp, axis=-1)
     for t in taps:
-        m = _minmax(jnp.abs(biases[t] * gd[t]), (1, 2))
+        m = minmax(jnp.abs(biases[t] * gd[t]), (1, 2), eps=1e-7)
         total = total + jnp.sum(upsample(m, size), axis=-1)
-    heat = _minmax(total, (1, 2))
+    heat = minmax(total, (1, 2), eps=1e-7)
     return Explanation(heatmap=heat, attribution=None,
                        extras={"input_part": jnp.sum(inp, axis=-1)}, target=target,
                        method="fullgrad")

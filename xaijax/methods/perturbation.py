@@ -14,31 +14,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xaijax.methods.base import Explanation, logits_fn, register, upsample
+from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positive_int,
+                                 class_scores, logits_fn, register, upsample)
 from xaijax.methods.masks import split_key
 
 Array = jax.Array
 
-_SCORES = ("logit", "softmax", "sigmoid")
 
-
-def _score(logits: Array, t: Array, kind: str) -> Array:
-    """Per-row score of class ``t``: the logit, softmax probability or sigmoid."""
-    if kind == "softmax":
-        return jax.nn.softmax(logits, axis=-1)[:, t]
-    if kind == "sigmoid":
-        return jax.nn.sigmoid(logits[:, t])
-    return logits[:, t]
-
-
-def _check_score(score: str) -> None:
-    if score not in _SCORES:
-        raise ValueError(f"score must be one of {_SCORES}; got {score!r}")
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
+def _check_score_and_batch(score: str, batch_size: Any, method: str) -> None:
+    check_choice(score, SCORES, "score", method)
+    check_positive_int(batch_size, "batch_size", method, "perturbed images per model call")
 
 
 def _chunked(fn: Callable[[Array], Any], n: int, batch_size: int) -> Any:
@@ -49,10 +34,6 @@ def _chunked(fn: Callable[[Array], Any], n: int, batch_size: int) -> Any:
     idx = jnp.minimum(jnp.arange(chunks * b), n - 1).reshape(chunks, b)
     out = jax.lax.map(fn, idx)
     return jax.tree_util.tree_map(lambda a: a.reshape((chunks * b,) + a.shape[2:])[:n], out)
-
-
-def _is_concrete(a: Any) -> bool:
-    return not isinstance(a, jax.core.Tracer)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,8 +101,7 @@ def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
       Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014, §4.2;
       survey (Ayyar et al. 2021) §2.1; conventions of Captum ``Occlusion``.
     """
-    _check_score(score)
-    _check_batch_size(batch_size)
+    _check_score_and_batch(score, batch_size, "occlusion")
     n, h, w, c = x.shape
     win = _as_triple(window, "window", c, c)
     st = _as_triple(strides, "strides", c, win[2])
@@ -145,7 +125,7 @@ def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
     def one(xi, bi, ti):
-        s0 = _score(f(xi[None]), ti, score)[0]
+        s0 = class_scores(f(xi[None]), ti, score)[0]
 
         def chunk(idx):
             a, r = jnp.divmod(idx, nw * nc)
@@ -153,7 +133,7 @@ def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
             m = (rows_j[a][:, :, None, None] * cols_j[b][:, None, :, None]
                  * chans_j[cc][:, None, None, :])
             xa = xi * (1 - m) + bi * m
-            return s0 - _score(f(xa), ti, score)
+            return s0 - class_scores(f(xa), ti, score)
 
         d = _chunked(chunk, total, batch_size).reshape(nh, nw, nc)
         attr = jnp.einsum("abc,ah,bw,cz->hwz", d, rows_j, cols_j, chans_j,
@@ -232,8 +212,7 @@ def rise(model: Any, x: Array, target: Array, *, num_masks: int = 4000, grid_siz
       clamping (torch ``align_corners=False``) where the authors' code uses skimage's reflect
       mode, which differs only within half a cell of the border of the enlarged mask.
     """
-    _check_score(score)
-    _check_batch_size(batch_size)
+    _check_score_and_batch(score, batch_size, "rise")
     if not 0 < p1 <= 1:
         raise ValueError(f"p1 (keep probability) must be in (0, 1]; got {p1}")
     if grid_size < 1:
@@ -260,7 +239,7 @@ def rise(model: Any, x: Array, target: Array, *, num_masks: int = 4000, grid_siz
                 m = jax.lax.dynamic_slice_in_dim(
                     jnp.pad(masks, ((0, chunks * b - num_masks), (0, 0), (0, 0))), c * b, b)
             valid = (c * b + jnp.arange(b)) < num_masks
-            s = _score(f(xi[None] * m[..., None]), ti, score) * valid
+            s = class_scores(f(xi[None] * m[..., None]), ti, score) * valid
             return carry + jnp.einsum("k,khw->hw", s, m,
                                       precision=jax.lax.Precision.HIGHEST), None
 
@@ -367,8 +346,24 @@ _SEGMENTATIONS = ("slic", "grid")
 _KERNEL_SPACES = ("input", "interpretable")
 
 
+def _validate_lime(model, x, opts) -> None:
+    """kernel_width > 0, alpha >= 0, segment labels in [0, num_segments)."""
+    if "kernel_width" in opts and not float(np.asarray(opts["kernel_width"])) > 0:
+        raise ValueError(f"kernel_width must be > 0; got {float(np.asarray(opts['kernel_width']))}")
+    if "alpha" in opts and not float(np.asarray(opts["alpha"])) >= 0:
+        raise ValueError(f"alpha (ridge penalty) must be >= 0; got "
+                         f"{float(np.asarray(opts['alpha']))}")
+    segs, k = opts.get("segments"), opts.get("num_segments")
+    if segs is not None and k is not None and np.asarray(segs).dtype.kind in "iu":
+        lo, hi = int(np.min(segs)), int(np.max(segs))
+        if lo < 0 or hi >= k:
+            raise ValueError(f"segment labels must lie in [0, num_segments={k}); got labels "
+                             f"{lo}..{hi}; pass num_segments={hi + 1}")
+
+
 @register("lime", static=("num_samples", "num_segments", "segmentation", "batch_size", "score",
-                          "kernel_space", "slic_iterations"), signed=True)
+                          "kernel_space", "slic_iterations"), signed=True,
+          validate=_validate_lime)
 def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
          num_segments: int = 50, segmentation: str = "slic", segments: Optional[Array] = None,
          samples: Optional[Array] = None, baseline: Any = 0.0, kernel_width=1.0, alpha=1.0,
@@ -422,18 +417,13 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
       sparse linear explanations; K-Lasso is replaced by ridge on all superpixels, as in the
       authors' ``lime_image`` and Captum).
     """
-    _check_score(score)
-    _check_batch_size(batch_size)
+    _check_score_and_batch(score, batch_size, "lime")
     if segmentation not in _SEGMENTATIONS:
         raise ValueError(f"segmentation must be one of {_SEGMENTATIONS}; got {segmentation!r}")
     if kernel_space not in _KERNEL_SPACES:
         raise ValueError(f"kernel_space must be one of {_KERNEL_SPACES}; got {kernel_space!r}")
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2; got {num_samples}")
-    if _is_concrete(kernel_width) and not float(np.asarray(kernel_width)) > 0:
-        raise ValueError(f"kernel_width must be > 0; got {float(np.asarray(kernel_width))}")
-    if _is_concrete(alpha) and not float(np.asarray(alpha)) >= 0:
-        raise ValueError(f"alpha (ridge penalty) must be >= 0; got {float(np.asarray(alpha))}")
     n, h, w, c = x.shape
     f = logits_fn(model)
     if segments is not None:
@@ -443,11 +433,6 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
                              f"{segments.shape}")
         if segments.dtype.kind not in "iu":
             raise TypeError(f"segments must hold integer labels; got dtype {segments.dtype}")
-        if _is_concrete(segments):
-            lo, hi = int(segments.min()), int(segments.max())
-            if lo < 0 or hi >= num_segments:
-                raise ValueError(f"segment labels must lie in [0, num_segments={num_segments}); "
-                                 f"got labels {lo}..{hi}; pass num_segments={hi + 1}")
         segs = jnp.broadcast_to(segments.astype(jnp.int32), (n, h, w))
         k = num_segments
     else:
@@ -479,7 +464,7 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
             xp = xi * m + bi * (1 - m)
             dot = jnp.sum(xp * xi, axis=(1, 2, 3))
             pn = jnp.sqrt(jnp.sum(xp * xp, axis=(1, 2, 3)))
-            return _score(f(xp), ti, score), dot, pn
+            return class_scores(f(xp), ti, score), dot, pn
 
         y, dot, pn = _chunked(chunk, s_count, batch_size)
         eps = 1e-8

@@ -12,8 +12,11 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xaijax.methods.base import Explanation, register, require_model, target_scores
+from xaijax.nn import layers as L
+from xaijax.nn.intercept import chain
 from xaijax.rules import canonizers
 from xaijax.rules import deeplift as dl_rules
 from xaijax.rules import lrp as lrp_rules
@@ -21,18 +24,38 @@ from xaijax.rules import lrp as lrp_rules
 Array = jax.Array
 
 
-def _check_alpha_beta(alpha: Any, beta: Any) -> None:
-    try:
-        a, b = float(alpha), float(beta)
-    except (jax.errors.ConcretizationTypeError, TypeError):
-        return  # traced values cannot be checked (documented)
-    if a < 0 or b < 0 or abs(a - b - 1.0) > 1e-6:
-        raise ValueError(f"LRP-αβ needs α, β >= 0 and α = β + 1 (survey Eq. 15); got α={a:g}, "
-                         f"β={b:g}")
+def _validate_lrp(model, x, opts) -> None:
+    """A preset name or a composite; α, β >= 0 and α = β + 1 for the αβ presets; ε, γ and the
+    stabilizer >= 0."""
+    comp = opts.get("composite")
+    if isinstance(comp, str):
+        if comp not in lrp_rules.COMPOSITES:
+            raise ValueError(f"unknown LRP composite {comp!r}; presets: "
+                             f"{list(lrp_rules.COMPOSITES)}, or pass a composite (a function "
+                             f"layer -> rule, e.g. xaijax.nn.intercept.by_type(...))")
+    elif comp is not None and not callable(comp):
+        raise TypeError(f"composite must be a preset name or a composite (a function layer -> "
+                        f"rule); got {type(comp).__name__}")
+    if comp in ("alpha_beta", "epsilon_alpha_beta") and "alpha" in opts and "beta" in opts:
+        a, b = _scalar(opts["alpha"], "alpha"), _scalar(opts["beta"], "beta")
+        if a < 0 or b < 0 or abs(a - b - 1.0) > 1e-6:
+            raise ValueError(f"LRP-αβ needs α, β >= 0 and α = β + 1 (survey Eq. 15); got "
+                             f"α={a:g}, β={b:g}")
+    for k in ("epsilon", "gamma", "stabilizer"):
+        if k in opts and not _scalar(opts[k], k) >= 0:
+            raise ValueError(f"LRP {k} must be >= 0; got {_scalar(opts[k], k):g}")
 
 
-@register("lrp", static=("composite", "canonize"), needs="rules", signed=True)
-def lrp(model: Any, x: Array, target: Array, *, composite: str = "epsilon_plus",
+def _scalar(v: Any, name: str) -> float:
+    a = np.asarray(v)
+    if a.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {a.shape}")
+    return float(a)
+
+
+@register("lrp", static=("composite", "canonize"), needs="rules", signed=True,
+          validate=_validate_lrp)
+def lrp(model: Any, x: Array, target: Array, *, composite: Any = "epsilon_plus",
         epsilon: Any = 1e-6, gamma: Any = 0.25, alpha: Any = 2.0, beta: Any = 1.0,
         stabilizer: Any = 1e-6, canonize: bool = True) -> Explanation:
     """Layer-wise relevance propagation: the class score redistributed to the input pixels.
@@ -50,7 +73,12 @@ def lrp(model: Any, x: Array, target: Array, *, composite: str = "epsilon_plus",
       composite: preset name (static): ``epsilon``, ``lrp0``, ``zplus``, ``alpha_beta``,
         ``gamma``, ``epsilon_plus`` (default; zennit's EpsilonPlus), ``epsilon_alpha_beta``
         (EpsilonAlpha2Beta1), ``epsilon_gamma_box`` (EpsilonGammaBox: zᴮ on the first
-        convolution), ``epsilon_plus_box``.
+        convolution), ``epsilon_plus_box``; or a composite of your own, a function ``layer ->
+        rule`` such as ``by_type({L.Conv: lrp_rules.gamma(0.5), L.Dense:
+        lrp_rules.epsilon(0.1)})`` from :mod:`xaijax.nn.intercept` and :mod:`xaijax.rules.lrp`
+        (then ``epsilon``/``gamma``/``alpha``/``beta``/``stabilizer`` are unused: the rules carry
+        their own values). Nonlinearities, BatchNorm, pooling and ``Add`` keep the pass-through
+        and proportional rules of the presets unless your composite gives them another.
       epsilon: ε of LRP-ε (traced). Default 1e-6 as zennit.
       gamma: γ of LRP-γ (traced). Default 0.25 as zennit.
       alpha, beta: α and β of LRP-αβ (traced; α = β + 1 is checked when the values are
@@ -75,21 +103,20 @@ def lrp(model: Any, x: Array, target: Array, *, composite: str = "epsilon_plus",
       zennit (Anders et al. 2021) for the composites and the modified-gradient formulation.
     """
     model = require_model(model, "lrp", "rule-aware layers")
-    if composite not in lrp_rules.COMPOSITES:
-        raise ValueError(f"unknown LRP composite {composite!r}; presets: "
-                         f"{list(lrp_rules.COMPOSITES)}")
-    if composite in ("alpha_beta", "epsilon_alpha_beta"):
-        _check_alpha_beta(alpha, beta)
     if canonize:
         model, _ = canonizers.merge_batchnorm(model)
     spec = model.spec
-    bounds = lrp_rules.pixel_bounds(spec.mean, spec.std)
-    first = lrp_rules.first_linear_tap(spec.taps, spec.tap_types)
-    comp = lrp_rules.composite(composite, epsilon=epsilon, gamma=gamma, alpha=alpha, beta=beta,
-                               stabilizer=stabilizer, bounds=bounds, first_tap=first)
+    if callable(composite):
+        comp = chain(composite, lrp_rules.base_composite(stabilizer))
+    else:
+        bounds = lrp_rules.pixel_bounds(spec.mean, spec.std)
+        first = lrp_rules.first_linear_tap(spec.taps, spec.tap_types)
+        comp = lrp_rules.composite(composite, epsilon=epsilon, gamma=gamma, alpha=alpha,
+                                   beta=beta, stabilizer=stabilizer, bounds=bounds,
+                                   first_tap=first)
 
     def total(z):
-        logits, _ = model.forward(z, rules=comp)
+        logits, _ = model.forward(z, rules=comp, require=(L.Conv, L.Dense))
         s = target_scores(logits, target)
         return jnp.sum(s * jax.lax.stop_gradient(s)), s
 
@@ -169,7 +196,8 @@ def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] =
     t2 = jnp.concatenate([target, target])
 
     def total(z):
-        logits, _ = model.forward(jnp.concatenate([z, ref], axis=0), rules=comp)
+        logits, _ = model.forward(jnp.concatenate([z, ref], axis=0), rules=comp,
+                                  require=(L.Nonlinearity,))
         s = target_scores(logits, t2)
         return jnp.sum(s), s
 

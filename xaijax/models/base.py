@@ -115,6 +115,13 @@ class Model:
         aliases = dict(self.spec.aliases)
         if name in aliases:
             return aliases[name]
+        if not self.spec.taps:
+            raise ValueError(
+                f"model {self.spec.name!r} names no taps, so tap {name!r} cannot be found: its "
+                f"layers are not xaijax.nn.layers modules with a tap= name (flax.linen layers "
+                f"and plain functions cannot be intercepted). Build it from xaijax.nn.layers "
+                f"(Conv(..., tap='conv1'), ReLU(tap='relu1'), ...) and wrap it with "
+                f"xj.models.wrap(module, variables, ...)")
         close = [t for t in self.spec.taps if name.split(".")[0] in t][:8]
         raise ValueError(
             f"unknown tap {name!r} for model {self.spec.name!r}. Block outputs: "
@@ -124,8 +131,11 @@ class Model:
 
     def forward(self, x: Array, *, capture: Union[Iterable[str], bool] = (),
                 edits: Optional[Mapping[str, Callable]] = None,
-                rules: Optional[intercept.Composite] = None) -> Tuple[Array, Dict[str, Array]]:
-        """Logits plus recorded taps; optional tap edits and backward rules (see
+                rules: Optional[intercept.Composite] = None,
+                require: Optional[Sequence[type]] = None,
+                observe: Optional[intercept.Observer] = None) -> Tuple[Array, Dict[str, Array]]:
+        """Logits plus recorded taps; optional tap edits, backward rules (which must match a
+        layer: at least one of the types in ``require``, if given) and an observer (see
         :func:`xaijax.nn.intercept.forward`). Tap names may be aliases; the returned dict uses
         the names that were asked for."""
         check_input(self, x)
@@ -135,15 +145,24 @@ class Model:
             names = {n: self.resolve(n) for n in capture}
         edits_c = {self.resolve(k): v for k, v in (edits or {}).items()}
         out, acts = intercept.forward(self.apply_fn, x, capture=True if capture is True else
-                                      tuple(set(names.values())), edits=edits_c, rules=rules)
+                                      tuple(set(names.values())), edits=edits_c, rules=rules,
+                                      require=require, observe=observe,
+                                      model_name=f"model {self.spec.name!r}")
         if capture is True:
             return out, acts
         return out, {n: acts[c] for n, c in names.items()}
 
     def tap_shapes(self, input_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tuple]:
+        """``{tap: per-image shape}`` for inputs of ``input_size`` (default the model's);
+        one abstract trace per architecture and size, cached."""
         hw = tuple(input_size or self.spec.input_size)
-        return {k: v[0][1:] for k, v in intercept.list_taps(
-            self.apply_fn, (1, *hw, self.spec.in_channels)).items()}
+        leaves = jax.tree_util.tree_leaves(self.variables)
+        dtype = jnp.result_type(leaves[0]) if leaves else jnp.float32  # float64 copies
+        key = (type(self.module), repr(self.module), self.spec, hw, dtype)  # modules may not hash
+        if key not in _TAP_SHAPES:
+            _TAP_SHAPES[key] = {k: v[0][1:] for k, v in intercept.list_taps(
+                self.apply_fn, (1, *hw, self.spec.in_channels), dtype).items()}
+        return dict(_TAP_SHAPES[key])
 
     def layers(self) -> Dict[str, Tuple[Tuple[str, ...], str]]:
         """``{tap: (flax module path, layer type)}`` for every tap (used by converters)."""
@@ -154,6 +173,7 @@ class Model:
 
 
 _NONLINEARITY_NAMES = ("ReLU", "ReLU6")
+_TAP_SHAPES: Dict[Tuple[Any, ...], Dict[str, Tuple]] = {}
 
 
 def layer_table(module: nn.Module, variables: Any, spec: ModelSpec):
@@ -317,6 +337,88 @@ def _init_variables(shapes: Any, seed: int) -> Any:
     return walk(dict(shapes), ())
 
 
+def wrap(module: nn.Module, variables: Any, *, input_size: Tuple[int, int], num_classes: int,
+         mean: Sequence[float], std: Sequence[float], cam_tap: Optional[str] = None,
+         block_taps: Optional[Sequence[str]] = None, name: str = "custom",
+         in_channels: Optional[int] = None, min_size: int = 1,
+         fixed_size: Optional[Tuple[int, int]] = None,
+         gap_dense: Optional[Tuple[str, str]] = None, labels: Optional[str] = None) -> Model:
+    """A user's linen model as a :class:`Model`.
+
+    Any ``module`` whose ``module.apply(variables, x)`` maps an NHWC batch to logits works with
+    the function-level methods. Built from :mod:`xaijax.nn.layers` modules (``Conv``, ``ReLU``,
+    ``MaxPool``, ... each with a ``tap=`` name) it also gets the tap- and rule-level methods:
+    the taps are found by tracing the model once abstractly (:func:`xaijax.nn.intercept.list_taps`).
+
+    Args:
+      module: the linen module.
+      variables: its variables (``module.init(...)`` or loaded weights).
+      input_size: ``(H, W)`` the model takes (what ``preprocess`` produces).
+      num_classes: number of logits.
+      mean, std: per-channel normalisation of pixels in [0, 1] (``preprocess`` and the
+        overlays use them).
+      cam_tap: the last convolutional features (the CAM family's default layer).
+      block_taps: the output of each convolutional block, shallow to deep.
+      name: shown in messages.
+      in_channels: input channels (default ``len(mean)``).
+      min_size: smallest input side the model accepts.
+      fixed_size: the only input size the head accepts, if any.
+      gap_dense: ``(features_tap, dense_tap)`` if the model ends in global average pooling and
+        one dense layer (what CAM needs).
+      labels: ``"imagenet"`` if the logits are ImageNet-1k classes (class names as targets).
+
+    Returns:
+      a :class:`Model`.
+
+    Raises:
+      ValueError: ``cam_tap``, a block tap or a ``gap_dense`` tap is not a tap of the model, or
+        the model's output does not have ``num_classes`` logits.
+
+    Examples:
+      >>> import flax.linen as nn, jax, jax.numpy as jnp
+      >>> import xaijax as xj
+      >>> from xaijax.nn import layers as L
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         x = L.Conv(features=4, kernel_size=3, padding=1, tap="conv1")(x)
+      ...         x = L.ReLU(tap="relu1")(x)
+      ...         return L.Dense(features=3, tap="fc")(L.Flatten()(x))
+      >>> net = Net()
+      >>> v = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+      >>> m = xj.models.wrap(net, v, input_size=(8, 8), num_classes=3, mean=(0.5,) * 3,
+      ...                    std=(0.5,) * 3, cam_tap="relu1")
+      >>> m.taps
+      ('conv1', 'relu1', 'fc')
+    """
+    c = len(mean) if in_channels is None else int(in_channels)
+    if len(mean) != c or len(std) != c:
+        raise ValueError(f"mean and std need one value per input channel ({c}); got "
+                         f"{len(mean)} and {len(std)}")
+    hw = tuple(int(v) for v in input_size)
+    found = intercept.list_taps(lambda z: module.apply(variables, z), (1, *hw, c))
+    taps = tuple(found)
+    spec = ModelSpec(name=name, input_size=hw, mean=tuple(float(v) for v in mean),
+                     std=tuple(float(v) for v in std), num_classes=int(num_classes),
+                     cam_tap=cam_tap or "", block_taps=tuple(block_taps or ()),
+                     gap_dense=tuple(gap_dense) if gap_dense else None,
+                     fixed_size=fixed_size, min_size=int(min_size), labels=labels,
+                     in_channels=c, taps=taps, tap_types=tuple(v[1] for v in found.values()))
+    for what, t in ([("cam_tap", cam_tap)] if cam_tap else []) + [
+            ("block_taps", b) for b in spec.block_taps] + [
+            ("gap_dense", g) for g in (spec.gap_dense or ())]:
+        if t not in taps:
+            raise ValueError(f"{what}: {t!r} is not a tap of the model; its taps are "
+                             f"{list(taps)}" + ("" if taps else " (none: build it from "
+                                                "xaijax.nn.layers modules with tap= names)"))
+    out = jax.eval_shape(lambda z: module.apply(variables, z),
+                         jax.ShapeDtypeStruct((1, *hw, c), jnp.float32))
+    if tuple(out.shape) != (1, int(num_classes)):
+        raise ValueError(f"the model maps a (1, {hw[0]}, {hw[1]}, {c}) batch to shape "
+                         f"{tuple(out.shape)}, not (1, num_classes={num_classes})")
+    return Model(module=module, variables=variables, spec=spec)
+
+
 def get(name: str, *, pretrained: bool = False, weights: Optional[str] = None,
         seed: int = 0, num_classes: Optional[int] = None, cache_dir: Optional[str] = None,
         **kw) -> Model:
@@ -432,8 +534,16 @@ def _resize_pil(im, size, resize, crop_fraction) -> np.ndarray:
     return np.asarray(im, np.float32) / 255.0
 
 
-def images_from_normalised(model: Model, x: Array) -> np.ndarray:
-    """Invert the normalisation: NHWC in [0, 1] (for overlays)."""
-    x = np.asarray(x, np.float32) * np.asarray(model.spec.std, np.float32) + np.asarray(
-        model.spec.mean, np.float32)
+def images_from_normalised(model: Optional[Model], x: Array, *,
+                           mean: Optional[Sequence[float]] = None,
+                           std: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Invert the normalisation: NHWC in [0, 1] (for overlays), with the model's mean/std or
+    the ``mean``/``std`` given (then ``model`` may be any callable or ``None``)."""
+    if mean is None or std is None:
+        if not isinstance(model, Model):
+            raise TypeError("the images' normalisation is needed: pass an xaijax Model or "
+                            "mean=... and std=...")
+        mean = model.spec.mean if mean is None else mean
+        std = model.spec.std if std is None else std
+    x = np.asarray(x, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
     return np.clip(x, 0.0, 1.0)

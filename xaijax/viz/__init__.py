@@ -2,6 +2,7 @@
 
 from xaijax.viz.colormaps import COLORMAPS
 from xaijax.viz.colormaps import apply_colormap
+from xaijax.viz.fgvis import fgvis_images
 from xaijax.viz.overlay import caption
 from xaijax.viz.overlay import explanation_images
 from xaijax.viz.overlay import grid
