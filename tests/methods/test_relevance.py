@@ -185,9 +185,7 @@ def test_deeplift_rescale_matches_captum(model_name):
 def test_deeplift_maxpool_rule_matches_captum_where_captum_applies_it():
     """Conv → MaxPool → Conv → ReLU: the pool is not fed by a hooked ReLU, so Captum's own
     DeepLIFT max-pool rule runs; a random (non-constant) reference exercises both arg-maxes."""
-    from xaijax.models.base import Model, ModelSpec
     from xaijax.models.vgg import Sequential
-    from xaijax.nn import intercept
 
     torch.manual_seed(0)
     tm = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(2, 2),
@@ -203,10 +201,8 @@ def test_deeplift_maxpool_rule_matches_captum_where_captum_applies_it():
     v = {"params": {"0": conv(0), "2": conv(2),
                     "5": {"kernel": jnp.asarray(sd["5.weight"].T), "bias": jnp.asarray(sd["5.bias"])}}}
     mod = Sequential(items=items)
-    found = intercept.list_taps(lambda z: mod.apply(v, z), (1, 8, 8, 3))
-    spec = ModelSpec(name="tiny", input_size=(8, 8), num_classes=3, min_size=8, labels=None,
-                     taps=tuple(found), tap_types=tuple(a[1] for a in found.values()))
-    m = Model(module=mod, variables=v, spec=spec)
+    m = xj.models.wrap(mod, v, input_size=(8, 8), num_classes=3, mean=(0.0,) * 3,
+                       std=(1.0,) * 3, name="tiny", min_size=8)
     x = np.random.RandomState(0).randn(2, 3, 8, 8).astype(np.float32)
     b = np.random.RandomState(1).randn(2, 3, 8, 8).astype(np.float32)
     t = np.array([0, 2])

@@ -29,7 +29,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from converters import state_dict_to_variables  # noqa: E402
+from xaijax.io import state_dict_to_variables  # noqa: E402
 from tests.helpers import to_nhwc, torch_pair  # noqa: E402
 
 TOL = 1e-4

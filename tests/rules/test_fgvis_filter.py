@@ -10,9 +10,7 @@ import pytest
 
 import xaijax as xj
 from tests.helpers import pretrained_efficientnet
-from xaijax.models.base import Model, ModelSpec
 from xaijax.models.vgg import Sequential
-from xaijax.nn import intercept
 from xaijax.metrics import adversarial as M
 from xaijax.rules import fgvis as R
 
@@ -69,10 +67,8 @@ def _tiny_model():
     module = Sequential(items=items)
     x = jnp.zeros((1, 2, 2, 3))
     variables = module.init(jax.random.PRNGKey(3), x)
-    found = intercept.list_taps(lambda z: module.apply(variables, z), x.shape)
-    spec = ModelSpec(name="tiny", input_size=(2, 2), num_classes=3, min_size=1, labels=None,
-                     taps=tuple(found), tap_types=tuple(v[1] for v in found.values()))
-    return Model(module=module, variables=variables, spec=spec)
+    return xj.models.wrap(module, variables, input_size=(2, 2), num_classes=3,
+                          mean=(0.0,) * 3, std=(1.0,) * 3, name="tiny")
 
 
 def _hand_defended_grad(model, x, m, t):

@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 
 import xaijax as xj
-from xaijax.models.base import Model, ModelSpec
 from xaijax.models.vgg import Sequential
-from xaijax.nn import intercept
 from xaijax.nn import layers as L
 from xaijax.rules import canonizers
 from xaijax.rules import lrp
@@ -193,10 +191,8 @@ def _tiny_model(bias: bool, bn: bool = False):
                     "mean": jnp.asarray(RNG.randn(4) * 0.1, jnp.float32),
                     "var": jnp.asarray(RNG.rand(4) + 0.5, jnp.float32)}
         v = {"params": p}
-    found = intercept.list_taps(lambda z: mod.apply(v, z), x.shape)
-    spec = ModelSpec(name="tiny", input_size=(16, 16), num_classes=3, min_size=8, labels=None,
-                     taps=tuple(found), tap_types=tuple(t[1] for t in found.values()))
-    return Model(module=mod, variables=v, spec=spec)
+    return xj.models.wrap(mod, v, input_size=(16, 16), num_classes=3, mean=(0.0,) * 3,
+                          std=(1.0,) * 3, name="tiny", min_size=8)
 
 
 @pytest.mark.parametrize("composite", ["lrp0", "zplus"])

@@ -165,7 +165,7 @@ class Model:
         return dict(_TAP_SHAPES[key])
 
     def layers(self) -> Dict[str, Tuple[Tuple[str, ...], str]]:
-        """``{tap: (flax module path, layer type)}`` for every tap (used by converters)."""
+        """``{tap: (flax module path, layer type)}`` for every tap (used by :mod:`xaijax.io`)."""
         return layer_table(self.module, self.variables, self.spec)
 
     def replace_variables(self, variables: Any) -> "Model":

@@ -4,7 +4,7 @@ The architecture (Tan & Le 2019, "EfficientNet", with the TF-Lite simplification
 official ``efficientnet/lite`` builder: ReLU6 instead of swish, no squeeze-and-excitation,
 stem and head not scaled) is built from :mod:`xaijax.nn.layers` modules whose tap names are the
 torch module paths of ``EfficientNet.from_name("efficientnet-lite0")``, so
-:func:`converters.state_dict_to_variables` maps its state_dict mechanically:
+:func:`xaijax.io.state_dict_to_variables` maps its state_dict mechanically:
 
 * ``_conv_stem`` (3x3, stride 2) -> ``_bn0`` -> ``relu_stem``;
 * 16 MBConv blocks ``_blocks.i``: ``_expand_conv`` (1x1; absent in block 0) -> ``_bn0`` ->

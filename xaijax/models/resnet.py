@@ -2,7 +2,7 @@
 
 The architecture is torchvision's ``ResNet`` (the "v1.5" variant: a Bottleneck block strides on
 its 3x3 convolution, not on the first 1x1), so a torchvision ``state_dict`` converts with the
-generic :func:`converters.state_dict_to_variables`.
+generic :func:`xaijax.io.state_dict_to_variables`.
 
 Tap names are torchvision module paths. Where torchvision reuses one ``ReLU`` module several
 times per block (``layer1.0.relu``), xaijax has one module per use, numbered in forward order
