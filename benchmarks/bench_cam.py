@@ -6,9 +6,16 @@ Ablation-CAM run one forward pass per channel and image (512 x 8 for ``layer4``:
 ResNet-18 passes per batch), which would take many minutes on a small CPU; by default they run on
 ``layer1`` (64 channels) at 64x64 (``--perturb-tap`` / ``--perturb-size`` change that). Both
 libraries use the same layer, input and channel-chunk size (32). Timings exclude xaijax's
-one-off compilation (reported separately) and pytorch-grad-cam's progress bars.
+one-off compilation (reported separately), pytorch-grad-cam's first Grad-CAM / Grad-CAM++ call
+and its progress bars.
+
+The shared torch model's parameters do not require grad (``tests.helpers.torch_pair``), so for
+Grad-CAM / Grad-CAM++ the input requires grad (as in tests/methods/test_cam_parity.py):
+pytorch-grad-cam's backward then computes the activation gradients down to the input but no
+weight gradients (xaijax differentiates the logits with respect to the tap only).
 
     python benchmarks/bench_cam.py                  # the figures in the report
+    python benchmarks/bench_cam.py --smoke          # every method, tiny setting (seconds)
     python benchmarks/bench_cam.py --repeats 3 --perturb-tap layer4 --perturb-size 224
 """
 
@@ -25,8 +32,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import xaijax as xj  # noqa: E402
-from benchmarks.common import best_time, torch_pair  # noqa: E402,F811
+from benchmarks.common import best_time, parse_args, torch_pair  # noqa: E402,F811
 
+SMOKE = {"batch": 1, "size": 32, "perturb_size": 32, "repeats": 1}
 
 
 def _quiet_tqdm():
@@ -41,7 +49,6 @@ def _quiet_tqdm():
     ab.tqdm = sc.tqdm = _Q
 
 
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet18")
@@ -53,7 +60,7 @@ def main(argv=None):
     p.add_argument("--chunk", type=int, default=32, help="channels per chunk (both libraries)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--methods", default="gradcam,gradcam_pp,scorecam,ablationcam")
-    a = p.parse_args(argv)
+    a = parse_args(p, argv, SMOKE)
 
     import torch
     from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
@@ -62,6 +69,7 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count() or 1)
     _quiet_tqdm()
     tm, model = torch_pair(a.model)
+    model = jax.device_put(model)  # numpy leaves would be copied in again on every call
     peers = {"gradcam": GradCAM, "gradcam_pp": GradCAMPlusPlus, "scorecam": ScoreCAM,
              "ablationcam": AblationCAM}
     print(f"{a.model}, random weights, batch {a.batch}, CPU ({os.cpu_count()} cores), "
@@ -75,6 +83,8 @@ def main(argv=None):
         xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         with torch.no_grad():
             t = tm(xt).argmax(1).numpy()
+        if not perturb:  # the backward needs a graph; the model's parameters are frozen
+            xt.requires_grad_()
         opts = {"tap": tap}
         if perturb:
             opts["batch_size"] = a.chunk
@@ -94,8 +104,11 @@ def main(argv=None):
         targets = [ClassifierOutputTarget(int(i)) for i in t]
 
         def peer():
+            xt.grad = None  # not accumulated across repeats
             cam(xt, targets)
 
+        if not perturb:  # warm-up, as xaijax's first call (one Score/Ablation-CAM call is long)
+            peer()
         peer_s = best_time(peer, a.repeats)
         cam.activations_and_grads.release()
         print(f"{method:12s} {tap:8s} {size:5d} {a.batch / ours_s:13.2f} "

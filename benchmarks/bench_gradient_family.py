@@ -1,8 +1,8 @@
 """Throughput of the gradient / backprop family on CPU: xaijax vs Captum (and pytorch-grad-cam for
 FullGrad) in the same run.
 
-Same model on both sides (ResNet-18 with random torchvision weights, converted), batch 8 at
-224x224 (``--model``, ``--size``, ``--batch`` change that), same options: IG with ``--steps``
+Same model on both sides (ResNet-18 with the parity tests' random weights, converted), batch 8
+at 224x224 (``--model``, ``--size``, ``--batch`` change that), same options: IG with ``--steps``
 path points (trapezoid) evaluated ``--steps`` at a time on both sides, SmoothGrad / VarGrad with
 ``--samples`` noisy copies of the gradient, all in one batch on both sides. xaijax timings are of
 the jitted call after one warm-up call (compilation time is reported separately); each figure is
@@ -10,11 +10,13 @@ the best of ``--repeats`` runs, in images per second.
 
     python benchmarks/bench_gradient_family.py                 # the figures in the report
     python benchmarks/bench_gradient_family.py --model vgg16 --repeats 3
+    python benchmarks/bench_gradient_family.py --smoke     # every method, tiny setting (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -25,31 +27,25 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import xaijax as xj  # noqa: E402
+from benchmarks.common import best_time, parse_args, torch_pair  # noqa: E402
+
+# AlexNet compiles in about half the time of ResNet-18 (8 methods, 2 CPU cores)
+SMOKE = {"model": "alexnet", "size": 64, "batch": 1, "repeats": 1, "steps": 2, "samples": 2}
 
 
-def torch_pair(name, seed=0):
+def captum_pair(name):
+    """The pair the parity tests use (``tests.helpers.torch_pair``: frozen parameters, randomised
+    BatchNorm statistics), with a torch copy whose ReLUs are not in-place (Captum's ReLU hooks
+    refuse in-place ReLUs). Captum differentiates with respect to the input only; with frozen
+    parameters pytorch-grad-cam's FullGrad backward computes no weight gradients either."""
     import torch
-    import torchvision
 
-    from converters import state_dict_to_variables
-
-    torch.manual_seed(seed)
-    tm = getattr(torchvision.models, name)(weights=None).eval()
-    for mod in tm.modules():  # Captum's ReLU hooks refuse in-place ReLUs
+    tm, model = torch_pair(name)
+    tm = copy.deepcopy(tm)  # the shared pair must not be modified
+    for mod in tm.modules():
         if isinstance(mod, torch.nn.ReLU):
             mod.inplace = False
-    model = xj.models.get(name)
-    sd = {k: v.detach().numpy() for k, v in tm.state_dict().items()}
-    return tm, model.replace_variables(state_dict_to_variables(model, sd))
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return tm, jax.device_put(model)  # numpy leaves would be copied in again on every call
 
 
 def main(argv=None):
@@ -61,14 +57,14 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--methods", nargs="+", default=None)
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, SMOKE)
 
     import torch
     from captum import attr as ca
     from pytorch_grad_cam import FullGrad
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    tm, model = torch_pair(args.model)
+    tm, model = captum_pair(args.model)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, args.size, args.size, 3)).astype(np.float32)
     target = rng.integers(0, 1000, args.batch)
@@ -114,9 +110,11 @@ def main(argv=None):
     print(f"{args.model}, batch {args.batch} at {args.size}x{args.size}, CPU "
           f"({os.cpu_count()} cores visible), best of {args.repeats}; IG {n} steps, noise "
           f"tunnel {s} samples")
-    print(f"{'method':<22}{'xaijax img/s':>14}{'peer img/s':>12}{'ratio':>8}{'compile s':>11}")
+    print(f"{'method':<22}{'xaijax img/s':>14}{'peer img/s':>12}{'ratio':>8}{'compile s':>11}"
+          f"  peer")
     for name in names:
         opts, peer = cases[name]
+        peer_name = "pytorch-grad-cam" if name == "fullgrad" else "captum"
 
         def ours():
             ex = xj.explain(model, xj_x, target, method=name, **opts)
@@ -125,12 +123,13 @@ def main(argv=None):
         t0 = time.perf_counter()
         ours()
         compile_s = time.perf_counter() - t0
-        t_ours = best_of(ours, args.repeats)
+        t_ours = best_time(ours, args.repeats)
         with contextlib.redirect_stdout(io.StringIO()):  # FullGrad prints a warning
             peer()
-            t_peer = best_of(peer, args.repeats)
+            t_peer = best_time(peer, args.repeats)
         a, b = args.batch / t_ours, args.batch / t_peer
-        print(f"{name:<22}{a:>14.2f}{b:>12.2f}{a / b:>8.2f}{compile_s:>11.1f}", flush=True)
+        print(f"{name:<22}{a:>14.2f}{b:>12.2f}{a / b:>8.2f}{compile_s:>11.1f}  {peer_name}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ weights and inputs. xaijax is timed after one warm-up call (compilation excluded
 separately).
 
 Usage:
-  python benchmarks/bench_relevance.py [--size 224] [--batch 8] [--repeats 3]
+  python benchmarks/bench_relevance.py [--model vgg16] [--size 224] [--batch 8] [--repeats 3]
+  python benchmarks/bench_relevance.py --smoke     # both methods, tiny setting (seconds)
 """
 
 from __future__ import annotations
@@ -17,23 +18,25 @@ import warnings
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import xaijax as xj  # noqa: E402
-from benchmarks.common import best_time, torch_pair  # noqa: E402,F811
+from benchmarks.common import best_time, parse_args, torch_pair  # noqa: E402,F811
 from tests.helpers import to_nhwc  # noqa: E402
 
+SMOKE = {"model": "alexnet", "size": 64, "batch": 1, "repeats": 1}
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vgg16",
+                    help="a torchvision model without BatchNorm: vgg16 or alexnet")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = parse_args(ap, argv, SMOKE)
 
     import torch
     from captum.attr import DeepLift
@@ -41,17 +44,19 @@ def main():
     from zennit.composites import EpsilonPlus
 
     torch.set_grad_enabled(True)
-    tm, m = torch_pair("vgg16")
+    tm, m = torch_pair(args.model)
+    m = jax.device_put(m)  # numpy leaves would be copied in again on every call
     n, s = args.batch, args.size
     x = np.random.RandomState(0).randn(n, 3, s, s).astype(np.float32)
     t = np.arange(n) % 1000
     xj_x = to_nhwc(x)
-    print(f"VGG16 {s}x{s}, batch {n}, CPU ({jax.devices()[0].platform}, torch threads "
-          f"{torch.get_num_threads()})")
+    print(f"{args.model} {s}x{s}, random weights, batch {n}, CPU ({jax.devices()[0].platform}, "
+          f"torch threads {torch.get_num_threads()})")
 
     # ---- LRP (EpsilonPlus) ------------------------------------------------------------------
     def xj_lrp():
-        xj.explain(m, xj_x, t, method="lrp", composite="epsilon_plus").attribution.block_until_ready()
+        ex = xj.explain(m, xj_x, t, method="lrp", composite="epsilon_plus")
+        ex.attribution.block_until_ready()
 
     def zennit_lrp():
         xt = torch.tensor(x, requires_grad=True)
@@ -64,7 +69,8 @@ def main():
 
     # ---- DeepLIFT (Rescale) -------------------------------------------------------------------
     def xj_dl():
-        xj.explain(m, xj_x, t, method="deeplift", maxpool="gradient").attribution.block_until_ready()
+        ex = xj.explain(m, xj_x, t, method="deeplift", maxpool="gradient")
+        ex.attribution.block_until_ready()
 
     def captum_dl():
         with warnings.catch_warnings():

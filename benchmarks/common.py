@@ -1,8 +1,10 @@
-"""Shared pieces of the benchmark scripts: best-of-N wall time and the torch/xaijax model pair
-(the one the parity tests use, so benchmarks and tests run identical weights)."""
+"""Shared pieces of the benchmark scripts: best-of-N wall time, the ``--smoke`` flag and the
+torch/xaijax model pair (the one the parity tests use, so benchmarks and tests run identical
+weights)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -20,3 +22,19 @@ def best_time(fn, repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None, smoke: dict | None = None):
+    """``parser.parse_args(argv)`` with a ``--smoke`` flag added: with it, the values in
+    ``smoke`` (``dest -> value``) replace the parser's defaults, so the script runs every code
+    path on a tiny setting (seconds, for tests/benchmarks); options given explicitly still win."""
+    def show(v):
+        return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny setting that runs every code path in seconds: "
+                             + ", ".join(f"--{k.replace('_', '-')} {show(v)}"
+                                         for k, v in (smoke or {}).items()))
+    if parser.parse_known_args(argv)[0].smoke:
+        parser.set_defaults(**(smoke or {}))
+    return parser.parse_args(argv)

@@ -15,15 +15,18 @@ them are reachable here), EfficientNet-Lite0 with its shipped ImageNet weights.
 
     python benchmarks/stride_artifacts.py                 # 224x224, the figures in the report
     python benchmarks/stride_artifacts.py --size 112 --models vgg16
+    python benchmarks/stride_artifacts.py --smoke     # tiny setting, every code path (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,8 +35,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import xaijax as xj  # noqa: E402
 from xaijax.data.images import load_image  # noqa: E402
 from xaijax.rules.stride import grid_energy  # noqa: E402
+from benchmarks.common import parse_args  # noqa: E402
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+# one randomly initialised and one pretrained model (both branches of load_model)
+SMOKE = {"size": 32, "models": ["resnet18", "efficientnet_lite0"], "photos": ["chelsea"],
+         "strides": [2]}
 
 
 def load_model(name):
@@ -54,9 +61,15 @@ def low_taps(model, size, strides=(2, 4, 8)):
     return out
 
 
+@functools.partial(jax.jit, static_argnames="tap")
+def tap_activation(model, x, tap):
+    """The activation at ``tap``, compiled (eager, EfficientNet-Lite0's forward took 16 s at
+    32x32 on 2 CPU cores: one compilation per operation)."""
+    return model.forward(x, capture=[tap])[1][tap]
+
+
 def measure(model, x, tap, period, method):
-    _, acts = model.forward(x, capture=[tap])
-    filt = jnp.argmax(acts[tap].sum((1, 2)), -1)
+    filt = jnp.argmax(tap_activation(model, x, tap).sum((1, 2)), -1)
     res = []
     for fix in (False, True):
         ex = xj.explain(model, x, 0, method=method, tap=tap, filter=filt, stride_fix=fix)
@@ -69,8 +82,11 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--models", nargs="+", default=["vgg16", "resnet50", "efficientnet_lite0"])
     p.add_argument("--methods", nargs="+", default=["deconvnet", "guided_backprop"])
-    args = p.parse_args(argv)
-    imgs = [load_image(n) for n in PHOTOS]
+    p.add_argument("--photos", nargs="+", default=list(PHOTOS), help="bundled photos")
+    p.add_argument("--strides", nargs="+", type=int, default=[2, 4, 8],
+                   help="cumulative strides S of the taps")
+    args = parse_args(p, argv, SMOKE)
+    imgs = [load_image(n) for n in args.photos]
     rows = []
     t0 = time.time()
     for name in args.models:
@@ -79,11 +95,11 @@ def main(argv=None):
             continue
         model = load_model(name)
         x = xj.models.preprocess(model, imgs, size=(args.size, args.size))
-        for tap, s in low_taps(model, args.size):
+        for tap, s in low_taps(model, args.size, tuple(args.strides)):
             for method in args.methods:
                 off, on = measure(model, x, tap, s, method)
                 rows.append((name, tap, s, method, off, on))
-    noise = {s: (s * s - 1) / (args.size * args.size - 1) for s in (2, 4, 8)}
+    noise = {s: (s * s - 1) / (args.size * args.size - 1) for s in args.strides}
     print(f"grid energy E_S at the stride harmonics, mean over {len(imgs)} photos at "
           f"{args.size}x{args.size} (white noise: " +
           ", ".join(f"S={s}: {v:.1e}" for s, v in noise.items()) + ")")
