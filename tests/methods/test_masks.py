@@ -77,6 +77,56 @@ def test_heavy_ball_is_torch_sgd_with_dampening():
     np.testing.assert_allclose(pj, pt.detach().numpy(), rtol=1e-6)
 
 
+def test_smooth_mask_gather_and_gradient_match_unfold_and_autodiff():
+    """The 0/1-matrix gather and the hand-written VJP of the smooth max against TorchRay's
+    construction written with JAX primitives (zero-padded unfold, nearest-upsampling gather,
+    softmax) and differentiated by autodiff, including the gradient in ``coldness``."""
+    geom = M.smooth_mask_geometry((40, 33), 7, 21.0)
+    k, p = 2 * geom.radius + 1, geom.padding
+
+    def reference(params, coldness):
+        patches = jax.lax.conv_general_dilated_patches(
+            params[:, None], (k, k), (1, 1), [(p, p), (p, p)],
+            precision=jax.lax.Precision.HIGHEST)
+        up = patches[:, :, geom.index_y][:, :, :, geom.index_x]
+        m = jnp.asarray(geom.weight) * up
+        return jnp.sum(m * jax.nn.softmax(coldness * m, axis=1), axis=1)
+
+    params = jnp.asarray(np.random.RandomState(2).rand(2, *geom.shape_in).astype(np.float32))
+    w = jnp.asarray(np.random.RandomState(3).randn(2, *geom.shape_out).astype(np.float32))
+    ours = lambda q, c: jnp.sum(w * M.smooth_mask(q, geom, c, clamp=False)[1])  # noqa: E731
+    ref = lambda q, c: jnp.sum(w * reference(q, c))  # noqa: E731
+    np.testing.assert_allclose(M.smooth_mask(params, geom, 20.0, clamp=False)[1],
+                               reference(params, 20.0), atol=1e-6)
+    g_ours = jax.grad(ours, argnums=(0, 1))(params, 20.0)
+    g_ref = jax.grad(ref, argnums=(0, 1))(params, 20.0)
+    assert_rel_close(g_ours[0], g_ref[0], 1e-5, "d/dparams")
+    assert_rel_close(g_ours[1], g_ref[1], 1e-4, "d/dcoldness")
+
+
+def test_area_reference_is_the_stable_sort_ranking():
+    """``mean((m − r∘rank)²)`` equals the ranking loss ``mean((sort(m) − r)²)`` of Eq. 8 in
+    value and gradient, with ties at the rank boundary broken as a stable sort does."""
+    full = jnp.array([[0.5, 0.2, 0.5, 0.9, 0.5, 0.1],   # three tied values straddle the cut
+                      [0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
+                      [0.0, 1.0, 0.7, 0.2, 0.6, 0.4]])
+    counts = jnp.array([2, 4, 1])  # ones per row: the largest 2, 4, 1 values
+    ref = np.zeros(full.shape, np.float32)
+    for i, c in enumerate([2, 4, 1]):
+        ref[i, full.shape[1] - c:] = 1.0
+
+    def sorted_loss(m):
+        return jnp.sum(jnp.mean((jnp.sort(m, axis=1, stable=True) - ref) ** 2, axis=1))
+
+    def ranked_loss(m):
+        return jnp.sum(jnp.mean((m - M._ranked_reference(m, counts, 4)) ** 2, axis=1))
+
+    np.testing.assert_array_equal(M._ranked_reference(full, counts, 4)[0], [0, 0, 0, 1, 1, 0])
+    assert float(ranked_loss(full)) == pytest.approx(float(sorted_loss(full)), rel=1e-6)
+    np.testing.assert_allclose(jax.grad(ranked_loss)(full), jax.grad(sorted_loss)(full),
+                               atol=1e-7)
+
+
 def test_total_variation_and_blur_by_hand():
     m = jnp.array([[0.0, 1.0], [0.5, 0.5]])
     assert float(M.total_variation(m, 3.0)) == pytest.approx(0.5 ** 3 + 0.5 ** 3 + 1 + 0)
@@ -193,6 +243,50 @@ def test_mask_games_compile_once_and_vmap():
         # depends on XLA's fusion (batched vs vmapped); that moves the mask by ~3e-4 relative
         tol = 1e-4 if method == "meaningful_perturbation" else 2e-3
         assert_rel_close(one(x1, jnp.array([1, 2])), a.heatmap, tol, method)
+
+
+def test_mask_games_batched_rows_equal_each_image_alone():
+    """All images (and areas) are rows of one batched scan; each row must take exactly the
+    steps its image takes alone. Measured max relative difference ~3e-7 (float32 rounding of
+    batch-size-dependent convolutions); tolerance 1e-5. EP areas 0.1 and 0.2 have no tie at
+    the rank boundary of the initial 32x32 mask (a tie there is decided by last-bit rounding,
+    see test_mask_games_compile_once_and_vmap)."""
+    model = xj.models.get("small_cnn", num_classes=10)
+    x = jax.random.normal(jax.random.PRNGKey(4), (3, 32, 32, 3))
+    t = jnp.array([1, 4, 7])
+    geom = M.smooth_mask_geometry((32, 32), 7, 21.0)
+    init = np.sort(np.asarray(M.smooth_mask(jnp.ones((1,) + geom.shape_in), geom)[1]).ravel())
+    for a in (0.1, 0.2):
+        cut = int(init.size * (1 - a))
+        assert init[cut - 1] < init[cut], "precondition: no tie at the area rank boundary"
+    for method, opts, keys in [
+        ("meaningful_perturbation", dict(iterations=6, mask_size=8, jitter=0),
+         ("mask_lowres", "loss", "score", "final_score")),
+        ("extremal_perturbation", dict(max_iter=6, areas=(0.1, 0.2)),
+         ("masks", "reward", "regul", "loss")),
+    ]:
+        fn = jax.jit(lambda xb, tb: getattr(xj.methods, method)(model, xb, tb, **opts))
+        batched = fn(x, t)
+        for i in range(3):
+            alone = fn(x[i:i + 1], t[i:i + 1])
+            assert_rel_close(batched.heatmap[i], alone.heatmap[0], 1e-5, f"{method} {i}")
+            for k in keys:
+                assert_rel_close(batched.extras[k][i], alone.extras[k][0], 1e-5,
+                                 f"{method} {i} {k}")
+
+
+def test_meaningful_perturbation_jittered_rows_are_independent():
+    """With jitter each image draws its own translations (its key is split from ``key`` by
+    position), so replacing one image and its target leaves the other rows unchanged."""
+    f, x1 = _patch_model()
+    x = jnp.concatenate([x1, -x1, 0.5 * x1])
+    y = x.at[0].set(jax.random.normal(jax.random.PRNGKey(9), x1.shape[1:]))
+    opts = dict(iterations=8, mask_size=8, jitter=2, key=jax.random.PRNGKey(5))
+    a = xj.explain(f, x, [0, 0, 1], method="meaningful_perturbation", **opts)
+    b = xj.explain(f, y, [1, 0, 1], method="meaningful_perturbation", **opts)
+    assert_rel_close(b.extras["loss"][1:], a.extras["loss"][1:], 1e-5, "loss")
+    assert_rel_close(b.heatmap[1:], a.heatmap[1:], 1e-5, "heatmap")
+    assert not np.allclose(a.extras["loss"][0], b.extras["loss"][0])
 
 
 @pytest.mark.parametrize("method,kw,match", [

@@ -59,7 +59,7 @@ Other choices the paper leaves open
 
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +75,8 @@ REFERENCE_SPACES = ("pixel", "normalised")
 
 
 class DSSRState(NamedTuple):
-    """What travels through the optimisation loop of one image."""
+    """What travels through the optimisation loop: the masks (one row per image) and Adam's
+    state."""
 
     mask: Array
     opt_state: Any
@@ -86,24 +87,31 @@ def mask_size(size: int, k2: int, s2: int, p2: int) -> int:
     return (size - 1) * s2 + k2 - 2 * p2
 
 
+def _window(m: Array, k: int, s: int, p: int):
+    """reduce_window arguments pooling the last two axes of ``m`` (the others are batch)."""
+    lead = m.ndim - 2
+    return (1,) * lead + (k, k), (1,) * lead + (s, s), ((0, 0),) * lead + ((p, p), (p, p))
+
+
 def avg_pool(m: Array, k: int, s: int, p: int) -> Array:
-    """``avgp(m | k, s, p)`` on a ``(H, W)`` mask (zero padding counted, torch's default)."""
-    total = lax.reduce_window(m, 0.0, lax.add, (k, k), (s, s), ((p, p), (p, p)))
+    """``avgp(m | k, s, p)`` on ``(..., H, W)`` masks (zero padding counted, torch's default)."""
+    total = lax.reduce_window(m, 0.0, lax.add, *_window(m, k, s, p))
     return total / float(k * k)
 
 
 def max_pool(m: Array, k: int, s: int, p: int) -> Array:
-    """``maxp(m | k, s, p)`` on a ``(H, W)`` mask (padding with −∞, torch semantics)."""
-    return lax.reduce_window(m, -jnp.inf, lax.max, (k, k), (s, s), ((p, p), (p, p)))
+    """``maxp(m | k, s, p)`` on ``(..., H, W)`` masks (padding with −∞, torch semantics)."""
+    return lax.reduce_window(m, -jnp.inf, lax.max, *_window(m, k, s, p))
 
 
 def regulariser(m: Array, k1: int, s1: int, p1: int) -> Array:
-    """``‖1 − maxp(1 − m | k1, s1, p1)‖₁``: the sum of window-wise minima of ``m`` (Eq. 5).
+    """``‖1 − maxp(1 − m | k1, s1, p1)‖₁``: the sum of window-wise minima of ``m`` (Eq. 5), per
+    ``(H, W)`` mask: a scalar for one mask, ``(N,)`` for ``(N, H, W)``.
 
     For a mask in [0, 1] every entry is ≥ 0, so the L1 norm is the plain sum (written without
     ``abs``, whose subgradient at 0 would be 0 at the all-zero initialisation).
     """
-    return jnp.sum(1.0 - max_pool(1.0 - m, k1, s1, p1))
+    return jnp.sum(1.0 - max_pool(1.0 - m, k1, s1, p1), axis=(-2, -1))
 
 
 def perturb(x: Array, m: Array, r: Array) -> Array:
@@ -142,8 +150,12 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
          reference_space: str = "pixel") -> Explanation:
     """DSSR (Gu 2020): fine-grained, regular masks from a hybrid deletion/preservation game.
 
+    All images are optimised as the rows of one batched ``lax.scan`` (each row takes exactly
+    the steps it would take alone).
+
     Args:
-      model: a zoo Model or any JAX callable ``f(x) -> logits``.
+      model: a zoo Model or any JAX callable ``f(x) -> logits`` that treats the images of a
+        batch independently (the deletion and preservation images of all rows are one batch).
       x: ``(N, H, W, C)`` normalised batch.
       target: ``(N,)`` int class per image.
       key: PRNG key for the U(0, 1) references (split per image); default ``PRNGKey(0)``.
@@ -198,43 +210,47 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
         std = jnp.asarray(spec_std, jnp.float32)[:c]
     mh, mw = mask_size(h, k2, s2, p2), mask_size(w, k2, s2, p2)
     opt = optax.adam(jnp.asarray(learning_rate, jnp.float32))
-    pools = dict(k1=k1, s1=s1, p1=p1, k2=k2, s2=s2, p2=p2)
 
-    def per_image(xi, t, ki, lam_hi, lam_lo):
-        u = jax.random.uniform(ki, xi.shape, jnp.float32)
-        r = (u - mean) / std if reference_space == "pixel" else u
+    # one reference per image, drawn from its own key (the one it would use alone)
+    u = jax.vmap(lambda k_: jax.random.uniform(k_, (h, w, c), jnp.float32))(keys)
+    r = (u - mean) / std if reference_space == "pixel" else u
+    t2 = jnp.concatenate([target, target])
 
-        def f_score(z):
-            return jax.nn.softmax(apply_fn(z[None])[0])[t]
-
-        def score_terms(m):
-            _, (s_del, s_pre, _) = dssr_loss(f_score, xi, r, m, 0.0, **pools)
-            return s_del - s_pre, s_pre
-
-        def step(state: DSSRState, _):
-            # the score terms and the regulariser are differentiated separately so the stage
-            # (two-stage λ, §3.3) can use the preservation score of the current mask
-            (phi, s_pre), g_phi = jax.value_and_grad(score_terms, has_aux=True)(state.mask)
-            reg, g_reg = jax.value_and_grad(regulariser)(state.mask, k1, s1, p1)
-            lam_k = jnp.where(s_pre <= theta, lam_lo, lam_hi)
-            g = g_phi - lam_k * g_reg
-            updates, opt_state = opt.update(g, state.opt_state, state.mask)
-            m = optax.projections.projection_box(optax.apply_updates(state.mask, updates),
-                                                 0.0, 1.0)
-            return DSSRState(m, opt_state), (phi - lam_k * reg, s_pre, lam_k)
-
-        m0 = jnp.zeros((mh, mw), jnp.float32)
-        state, (losses, pre_curve, lam_curve) = lax.scan(
-            step, DSSRState(m0, opt.init(m0)), None, length=iterations)
-        m = state.mask
+    # all images are the rows of one batched scan (the model is per-sample, every term below is
+    # per row and Adam is elementwise, so each row takes the steps it would take alone); the
+    # deletion and preservation images of all rows go through the model as one batch
+    def score_terms(m):
         mbar = avg_pool(m, k2, s2, p2)
-        e_pre = perturb(xi, 1.0 - mbar, r)
-        e_del = perturb(xi, mbar, r)
-        scores = jax.nn.softmax(apply_fn(jnp.stack([xi, e_pre, e_del])), axis=-1)[:, t]
-        return m, mbar, r, e_pre, e_del, scores, losses, pre_curve, lam_curve
+        z = jnp.concatenate([perturb(x, mbar, r), perturb(x, 1.0 - mbar, r)])
+        p = jax.nn.softmax(apply_fn(z), axis=-1)[jnp.arange(2 * n), t2]
+        s_del, s_pre = p[:n], p[n:]
+        return jnp.sum(s_del - s_pre), (s_del - s_pre, s_pre)
 
-    (m, mbar, r, e_pre, e_del, scores, losses, pre_curve, lam_curve) = jax.vmap(per_image)(
-        x, target, keys, lam, lam_small)
+    def reg_terms(m):
+        reg = regulariser(m, k1, s1, p1)
+        return jnp.sum(reg), reg
+
+    def step(state: DSSRState, _):
+        # the score terms and the regulariser are differentiated separately so the stage
+        # (two-stage λ, §3.3) can use the preservation score of the current mask
+        (_, (phi, s_pre)), g_phi = jax.value_and_grad(score_terms, has_aux=True)(state.mask)
+        (_, reg), g_reg = jax.value_and_grad(reg_terms, has_aux=True)(state.mask)
+        lam_k = jnp.where(s_pre <= theta, lam_small, lam)
+        g = g_phi - lam_k[:, None, None] * g_reg
+        updates, opt_state = opt.update(g, state.opt_state, state.mask)
+        m = optax.projections.projection_box(optax.apply_updates(state.mask, updates), 0.0, 1.0)
+        return DSSRState(m, opt_state), (phi - lam_k * reg, s_pre, lam_k)
+
+    m0 = jnp.zeros((n, mh, mw), jnp.float32)
+    state, (losses, pre_curve, lam_curve) = lax.scan(
+        step, DSSRState(m0, opt.init(m0)), None, length=iterations)
+    m = state.mask
+    mbar = avg_pool(m, k2, s2, p2)
+    e_pre = perturb(x, 1.0 - mbar, r)
+    e_del = perturb(x, mbar, r)
+    scores = jax.nn.softmax(apply_fn(jnp.concatenate([x, e_pre, e_del])), axis=-1)[
+        jnp.arange(3 * n), jnp.tile(target, 3)].reshape(3, n).T
+    losses, pre_curve, lam_curve = losses.T, pre_curve.T, lam_curve.T
     extras: Dict[str, Any] = {
         "mask": m,
         "mask_avg": mbar,

@@ -16,6 +16,14 @@ Shared utilities (public, pure, jit-able; other mask games such as FGVis / DSSR 
 * :func:`heavy_ball` — an optax transformation with PyTorch ``SGD(momentum, dampening)``
   semantics (the optimiser of the Extremal Perturbation reference code).
 * :func:`random_translate` — random translation of an image by up to ``j`` pixels, edges replicated.
+* :class:`MaskState` — the ``lax.scan`` carry of a mask optimisation.
+
+Both games solve every problem of a batch (an image, or an (image, area) pair) as one row of a
+single batched ``lax.scan``, as FGVis does: the model is per-sample, every loss term is taken
+per row and the optimisers are elementwise, so the gradient of the summed loss with respect to
+row ``i`` is row ``i``'s own gradient and each row follows the steps it would follow alone. (A
+``vmap`` around a per-image scan makes the scan's batching rule trace the forward and backward
+pass again per level.)
 """
 
 from __future__ import annotations
@@ -137,13 +145,14 @@ def apply_pyramid(pyramid: Array, mask: Array) -> Array:
     """Perturb with a mask: ``z(u) = interpolate_l pyramid[l](u)`` at ``l = m(u)·(L−1)``.
 
     Args:
-      pyramid: ``(L, H, W, C)`` from :func:`blur_pyramid` (level ``L−1`` is the image).
+      pyramid: ``(L, H, W, C)`` from :func:`blur_pyramid` (level ``L−1`` is the image), or
+        ``(..., L, H, W, C)``, one pyramid per mask.
       mask: ``(..., H, W)`` in [0, 1]; 1 keeps the pixel, 0 takes the most perturbed level.
 
     Returns:
       ``(..., H, W, C)`` perturbed images (differentiable in ``mask``).
     """
-    nl = pyramid.shape[0]
+    nl = pyramid.shape[-4]
     w = mask * (nl - 1)
     k = jnp.floor(w)
     frac = (w - k)[..., None]
@@ -189,6 +198,14 @@ def random_translate(x: Array, key: Array, max_shift: int) -> Array:
     xp = jnp.pad(x, ((j, j), (j, j), (0, 0)), mode="edge")
     off = jax.random.randint(key, (2,), 0, 2 * j + 1)
     return jax.lax.dynamic_slice(xp, (off[0], off[1], 0), x.shape)
+
+
+class MaskState(NamedTuple):
+    """What travels through a mask game's optimisation loop: the mask (or its parameters),
+    one row per problem, and the optimiser state."""
+
+    mask: Array
+    opt_state: Any
 
 
 class HeavyBallState(NamedTuple):
@@ -247,6 +264,11 @@ class SmoothMaskGeometry:
       margin: pixels cropped on the top/left to get the ``(H, W)`` mask.
       weight: ``((2r+1)², Ho, Wo)`` bump ``k(‖u − u_i‖/σ)`` of each neighbour at each pixel.
       index_y, index_x: nearest-neighbour upsampling indices from ``shape_mid`` to the output.
+      select_y, select_x: ``(2r+1, Ho, h_in)`` and ``(2r+1, Wo, w_in)`` 0/1 matrices: row
+        ``(j, u)`` picks the parameter row (column) of neighbour ``j`` of output pixel ``u``
+        (all zeros where that neighbour lies in the zero padding). They gather the
+        neighbourhoods as two small matrix products, which differentiate as matrix products
+        (an unfold-and-index gather differentiates into a scatter, ~20x slower on the CPU).
     """
 
     shape: Tuple[int, int]
@@ -261,6 +283,8 @@ class SmoothMaskGeometry:
     weight: np.ndarray
     index_y: np.ndarray
     index_x: np.ndarray
+    select_y: np.ndarray
+    select_x: np.ndarray
 
 
 @functools.lru_cache(maxsize=64)
@@ -311,8 +335,40 @@ def smooth_mask_geometry(shape: Tuple[int, int], step: int = 7, sigma: float = 2
         sc = np.float32(zm) / np.float32(zu)
         i = np.floor((np.arange(zo, dtype=np.float32) * sc).astype(np.float32)).astype(np.int64)
         idx.append(np.minimum(i, zm - 1))
+    # neighbour j of output pixel u (in the unfolded grid) is parameter idx[u] + j - padding
+    sel = [((i[None, :, None] + np.arange(k)[:, None, None] - padding) == np.arange(zi)
+            ).astype(np.float32) for i, zi in zip(idx, shape_in)]
     return SmoothMaskGeometry(tuple(shape), step, float(sigma), padding, radius, shape_in,
-                              shape_mid, shape_out, int(round(margin)), weight, idx[0], idx[1])
+                              shape_mid, shape_out, int(round(margin)), weight, idx[0], idx[1],
+                              sel[0], sel[1])
+
+
+_NEIGHBOURS = (-4, -2)  # the (ky, kx) axes of a (..., ky, Ho, kx, Wo) neighbourhood stack
+
+
+@jax.custom_vjp
+def _smooth_max(m: Array, coldness: Array) -> Array:
+    """``Σ_j m_j·softmax(coldness·m)_j`` over the neighbour axes of ``(..., k, Ho, k, Wo)``."""
+    return jnp.sum(m * jax.nn.softmax(coldness * m, axis=_NEIGHBOURS), axis=_NEIGHBOURS)
+
+
+def _smooth_max_fwd(m, coldness):
+    e = jnp.exp(coldness * (m - jnp.max(m, axis=_NEIGHBOURS, keepdims=True)))
+    s = e / jnp.sum(e, axis=_NEIGHBOURS, keepdims=True)
+    out = jnp.sum(m * s, axis=_NEIGHBOURS)
+    return out, (m, s, out, coldness)
+
+
+def _smooth_max_bwd(res, g):
+    # ∂out/∂m_j = s_j·(1 + c·(m_j − out)), ∂out/∂c = Σ_j s_j·m_j·(m_j − out): one pass over the
+    # (k², Ho, Wo) stack instead of the generic softmax backward's several
+    m, s, out, c = res
+    d = m - jnp.expand_dims(out, _NEIGHBOURS)
+    gs = jnp.expand_dims(g, _NEIGHBOURS) * s
+    return gs * (1 + c * d), jnp.sum(gs * m * d).astype(c.dtype)
+
+
+_smooth_max.defvjp(_smooth_max_fwd, _smooth_max_bwd)
 
 
 def smooth_mask(params: Array, geometry: SmoothMaskGeometry, coldness: float = 20.0,
@@ -320,7 +376,9 @@ def smooth_mask(params: Array, geometry: SmoothMaskGeometry, coldness: float = 2
     """Generate smooth masks from parameters ``(..., h_in, w_in)`` in [0, 1].
 
     Each pixel takes the smooth max (softmax pooling with temperature ``1/coldness``) over its
-    neighbouring parameter cells of ``m_i · k(‖u − u_i‖/σ)``.
+    neighbouring parameter cells of ``m_i · k(‖u − u_i‖/σ)``. The neighbourhoods (TorchRay's
+    zero-padded ``unfold`` followed by nearest upsampling) are gathered by the 0/1 matrices
+    ``select_y``, ``select_x`` of the geometry, which pick exact copies.
 
     Returns:
       ``(cropped, full)``: the ``(..., H, W)`` mask and the ``(..., Ho, Wo)`` mask with margin
@@ -330,18 +388,13 @@ def smooth_mask(params: Array, geometry: SmoothMaskGeometry, coldness: float = 2
     if params.shape[-2:] != g.shape_in:
         raise ValueError(f"mask parameters must have spatial shape {g.shape_in}; got "
                          f"{params.shape[-2:]}")
-    lead = params.shape[:-2]
-    p = g.padding
     k = 2 * g.radius + 1
-    flat = params.reshape((-1, 1) + g.shape_in)
-    # (B, k*k, mid_h, mid_w), feature index ky*k + kx (torch ``unfold`` order)
-    patches = jax.lax.conv_general_dilated_patches(
-        flat, (k, k), (1, 1), [(p, p), (p, p)], precision=jax.lax.Precision.HIGHEST)
-    patches = patches.reshape(lead + patches.shape[1:])
-    up = jnp.take(jnp.take(patches, jnp.asarray(g.index_y), axis=-2),
-                  jnp.asarray(g.index_x), axis=-1)
-    m = jnp.asarray(g.weight) * up
-    m = jnp.sum(m * jax.nn.softmax(coldness * m, axis=-3), axis=-3)
+    hi = jax.lax.Precision.HIGHEST  # exact copies (no reduced-precision passes on accelerators)
+    rows = jnp.einsum("ayr,...rc->...ayc", jnp.asarray(g.select_y), params, precision=hi)
+    # up[..., ky, y, kx, x] = params[index_y[y] + ky - padding, index_x[x] + kx - padding]
+    up = jnp.einsum("...ayc,bxc->...aybx", rows, jnp.asarray(g.select_x), precision=hi)
+    weight = g.weight.reshape(k, k, *g.shape_out).transpose(0, 2, 1, 3)
+    m = _smooth_max(jnp.asarray(weight) * up, jnp.asarray(coldness, up.dtype))
     if clamp:
         m = clamp01(m)
     c = g.margin
@@ -367,10 +420,12 @@ def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: 
     minimises ``λ₁‖1 − m‖₁ + λ₂ Σ_u|∇m(u)|^β + f_c(Φ(x₀; m))`` and the preservation game
     ``λ₁‖m‖₁ + λ₂ Σ_u|∇m(u)|^β − f_c(Φ(x₀; m))``, where ``f_c`` is the softmax probability of
     the target; each iteration evaluates a randomly translated (jittered) perturbed image. Adam,
-    with the mask projected onto [0, 1] after every step, inside ``lax.scan``.
+    with the mask projected onto [0, 1] after every step, inside one ``lax.scan`` whose rows
+    are the images.
 
     Args:
-      model: a zoo Model or any JAX callable ``f(x) -> logits``.
+      model: a zoo Model or any JAX callable ``f(x) -> logits`` that treats the images of a
+        batch independently (all masks are optimised as one batch).
       x: ``(N, H, W, C)`` normalised batch.
       target: ``(N,)`` int class per image.
       iterations: optimisation steps (static; paper 300).
@@ -419,41 +474,40 @@ def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: 
         raise ValueError(f"jitter must be >= 0 pixels; got {jitter}")
     f = logits_fn(model)
     n, h, w, _ = x.shape
-    keys = split_key(key, n)
+    rows = jnp.arange(n)
+    blurred = gaussian_blur(x, float(blur_sigma), "nearest")
+    opt = optax.adam(learning_rate)
+    # image i jitters with split(key_i, iterations), key_i = split_key(key, N)[i]
+    step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, iterations))(
+        split_key(key, n)), 0, 1)                                   # (iterations, N, ...)
+    translate = jax.vmap(functools.partial(random_translate, max_shift=jitter))
 
-    def one(xi, ti, ki):
-        blurred = gaussian_blur(xi, float(blur_sigma), "nearest")
-        opt = optax.adam(learning_rate)
+    def perturbed(m):
+        up = upsample_mask(m, (h, w))
+        return up, x * up[..., None] + blurred * (1 - up[..., None])
 
-        def perturbed(m):
-            up = upsample_mask(m, (h, w))
-            return up, xi * up[..., None] + blurred * (1 - up[..., None])
-
-        def loss(m, k):
-            up, xp = perturbed(m)
-            xp = random_translate(xp, k, jitter)
-            p = jax.nn.softmax(f(xp[None]), axis=-1)[0, ti]
-            if game == "deletion":
-                obj = l1_coeff * jnp.sum(1 - up) + p
-            else:
-                obj = l1_coeff * jnp.sum(up) - p
-            return obj + tv_coeff * total_variation(up, tv_beta), p
-
-        def body(carry, k):
-            m, os = carry
-            (l, p), g = jax.value_and_grad(loss, has_aux=True)(m, k)
-            u, os = opt.update(g, os, m)
-            m = optax.projections.projection_box(optax.apply_updates(m, u), 0.0, 1.0)
-            return (m, os), (l, p)
-
-        m0 = jnp.ones((mh, mw), jnp.float32)
-        (m, _), (ls, ps) = jax.lax.scan(body, (m0, opt.init(m0)),
-                                        jax.random.split(ki, iterations))
+    def loss(m, ks):
         up, xp = perturbed(m)
-        final = jax.nn.softmax(f(xp[None]), axis=-1)[0, ti]
-        return m, up, ls, ps, final
+        p = jax.nn.softmax(f(translate(xp, ks)), axis=-1)[rows, target]
+        if game == "deletion":
+            obj = l1_coeff * jnp.sum(1 - up, axis=(1, 2)) + p
+        else:
+            obj = l1_coeff * jnp.sum(up, axis=(1, 2)) - p
+        obj = obj + tv_coeff * total_variation(up, tv_beta)
+        return jnp.sum(obj), (obj, p)  # row i's gradient is that of its own objective
 
-    m, up, ls, ps, final = jax.vmap(one)(x, target, keys)
+    def body(state: MaskState, ks):
+        (_, (l, p)), g = jax.value_and_grad(loss, has_aux=True)(state.mask, ks)
+        u, os = opt.update(g, state.opt_state, state.mask)
+        m = optax.projections.projection_box(optax.apply_updates(state.mask, u), 0.0, 1.0)
+        return MaskState(m, os), (l, p)
+
+    m0 = jnp.ones((n, mh, mw), jnp.float32)
+    state, (ls, ps) = jax.lax.scan(body, MaskState(m0, opt.init(m0)), step_keys)
+    m = state.mask
+    up, xp = perturbed(m)
+    final = jax.nn.softmax(f(xp), axis=-1)[rows, target]
+    ls, ps = ls.T, ps.T
     heat = 1 - up if game == "deletion" else up
     return Explanation(heatmap=heat, attribution=None,
                        extras={"mask": up, "mask_lowres": m, "loss": ls, "score": ps,
@@ -469,17 +523,38 @@ _REWARDS = ("simple", "contrastive")
 
 
 def _class_reward(y: Array, t: Array, kind: str) -> Array:
+    """Reward of row ``i`` of the logits ``y`` ``(B, classes)`` for its target ``t[i]``."""
+    rows = jnp.arange(y.shape[0])
     if kind == "simple":
-        return y[:, t]
-    others = y.at[:, t].set(-100.0)  # TorchRay's contrastive_reward
-    return y[:, t] - jnp.max(others, axis=1)
+        return y[rows, t]
+    others = y.at[rows, t].set(-100.0)  # TorchRay's contrastive_reward
+    return y[rows, t] - jnp.max(others, axis=1)
 
 
-def _area_reference(areas: Tuple[float, ...], size: int) -> np.ndarray:
-    ref = np.ones((len(areas), size), np.float32)
-    for i, a in enumerate(areas):
-        ref[i, :int(size * (1 - a))] = 0
-    return ref
+def _area_counts(areas: Tuple[float, ...], size: int) -> Tuple[int, ...]:
+    """How many of ``size`` ranked mask values the reference ``r_a`` sets to 1 (TorchRay:
+    ``reference[:int(size·(1 − a))] = 0``, the rest 1)."""
+    return tuple(size - int(size * (1 - a)) for a in areas)
+
+
+def _ranked_reference(full: Array, counts: Array, max_count: int) -> Array:
+    """The area reference of Eq. 8 put back in pixel order: ``r[pos(u)]`` for every pixel ``u``,
+    where ``pos`` is the rank of ``full[u]`` in its row (ascending, ties in pixel order, i.e. a
+    stable sort). Row ``i`` has ones on its ``counts[i]`` largest values and zeros elsewhere, so
+    ``mean((sort(m) − r)²) = mean((m − r∘pos)²)`` and its gradient is the same, with a top-k
+    (a partial sort, no gradient) instead of a full differentiable sort.
+
+    Args:
+      full: ``(B, P)`` mask values.
+      counts: ``(B,)`` int, ones per row (at most ``max_count``).
+      max_count: static bound on ``counts``.
+    """
+    b, size = full.shape
+    # top_k takes the lower index among equal values; on the reversed row that is the larger
+    # pixel index, the one a stable ascending sort ranks higher
+    _, idx = jax.lax.top_k(jax.lax.stop_gradient(full)[:, ::-1], max_count)
+    ones = (jnp.arange(max_count) < counts[:, None]).astype(full.dtype)
+    return jnp.zeros_like(full).at[jnp.arange(b)[:, None], size - 1 - idx].set(ones)
 
 
 @register("extremal_perturbation",
@@ -500,11 +575,13 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
     ``λ_t·‖sort(vec m_a) − r_a‖²/|m_a|`` (Eq. 8; ``r_a`` has a fraction ``a`` of ones, the
     ranking loss), with ``λ_t = regul_weight·regul_growth^t``. The input is flipped horizontally
     at every even iteration (the reference code's jitter). SGD with momentum 0.9 and dampening
-    0.9 (PyTorch semantics, :func:`heavy_ball`), parameters clamped to [0, 1], all inside
-    ``lax.scan``. Defaults are those of the reference implementation (TorchRay).
+    0.9 (PyTorch semantics, :func:`heavy_ball`), parameters clamped to [0, 1], all inside one
+    ``lax.scan`` whose rows are the (image, area) pairs. Defaults are those of the reference
+    implementation (TorchRay).
 
     Args:
-      model: a zoo Model or any JAX callable ``f(x) -> logits``.
+      model: a zoo Model or any JAX callable ``f(x) -> logits`` that treats the images of a
+        batch independently (all masks are optimised as one batch).
       x: ``(N, H, W, C)`` normalised batch.
       target: ``(N,)`` int class per image.
       areas: target areas in (0, 1], a tuple (static); one mask per area.
@@ -561,46 +638,51 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
     n, h, w, _ = x.shape
     geom = smooth_mask_geometry((h, w), step, float(sigma))
     k = len(areas)
-    ref = jnp.asarray(_area_reference(areas, int(np.prod(geom.shape_out))))
+    counts = _area_counts(areas, int(np.prod(geom.shape_out)))
 
-    def one(xi, ti):
-        pyr = blur_pyramid(xi, num_levels, float(max_blur))
-        opt = heavy_ball(learning_rate, momentum, momentum)
+    b = n * k  # row i * k + j: image i, area j
+    t_rows = jnp.repeat(target, k)
+    count_rows = jnp.tile(jnp.asarray(counts, jnp.int32), n)
+    # one pyramid per image, shared by its areas (the same array for every row of the image)
+    pyr = jnp.repeat(jax.vmap(lambda xi: blur_pyramid(xi, num_levels, float(max_blur)))(x), k,
+                     axis=0)                                            # (B, L, H, W, C)
+    opt = heavy_ball(learning_rate, momentum, momentum)
 
-        def energy(p, t):
-            mask_, full = smooth_mask(p, geom)
-            if variant == "preserve":
-                xs = apply_pyramid(pyr, mask_)
-            elif variant == "delete":
-                xs = apply_pyramid(pyr, 1 - mask_)
-            else:
-                xs = jnp.concatenate([apply_pyramid(pyr, mask_), apply_pyramid(pyr, 1 - mask_)])
-            if jitter:
-                xs = jnp.where(t % 2 == 0, xs[:, :, ::-1, :], xs)
-            y = f(xs)
-            if variant == "preserve":
-                r = _class_reward(y, ti, reward)
-            elif variant == "delete":
-                r = -_class_reward(y, ti, reward)
-            else:
-                r = _class_reward(y[:k], ti, reward) - _class_reward(y[k:], ti, reward)
-            lam = regul_weight * jnp.power(regul_growth, t.astype(jnp.float32))
-            ranked = jnp.sort(full.reshape(k, -1), axis=1)
-            regul = -jnp.mean((ranked - ref) ** 2, axis=1) * lam
-            return -jnp.sum(r + regul), (r, regul)
+    def energy(p, t):
+        mask_, full = smooth_mask(p, geom)
+        if variant == "preserve":
+            xs = apply_pyramid(pyr, mask_)
+        elif variant == "delete":
+            xs = apply_pyramid(pyr, 1 - mask_)
+        else:
+            xs = jnp.concatenate([apply_pyramid(pyr, mask_), apply_pyramid(pyr, 1 - mask_)])
+        if jitter:
+            xs = jnp.where(t % 2 == 0, xs[:, :, ::-1, :], xs)
+        y = f(xs)
+        if variant == "preserve":
+            r = _class_reward(y, t_rows, reward)
+        elif variant == "delete":
+            r = -_class_reward(y, t_rows, reward)
+        else:
+            r = _class_reward(y[:b], t_rows, reward) - _class_reward(y[b:], t_rows, reward)
+        lam = regul_weight * jnp.power(regul_growth, t.astype(jnp.float32))
+        full = full.reshape(b, -1)
+        ref = _ranked_reference(full, count_rows, max(counts))
+        regul = -jnp.mean((full - ref) ** 2, axis=1) * lam
+        return -jnp.sum(r + regul), (r, regul)  # row i's gradient is its own energy's
 
-        def body(carry, t):
-            p, os = carry
-            (e, (r, regul)), g = jax.value_and_grad(energy, has_aux=True)(p, t)
-            u, os = opt.update(g, os, p)
-            p = optax.projections.projection_box(optax.apply_updates(p, u), 0.0, 1.0)
-            return (p, os), (r, regul, e)
+    def body(state: MaskState, t):
+        (_, (r, regul)), g = jax.value_and_grad(energy, has_aux=True)(state.mask, t)
+        u, os = opt.update(g, state.opt_state, state.mask)
+        p = optax.projections.projection_box(optax.apply_updates(state.mask, u), 0.0, 1.0)
+        return MaskState(p, os), (r, regul)
 
-        p0 = jnp.ones((k,) + geom.shape_in, jnp.float32)
-        (p, _), (rs, regs, es) = jax.lax.scan(body, (p0, opt.init(p0)), jnp.arange(max_iter))
-        return smooth_mask(p, geom)[0], rs, regs, es
-
-    masks, rs, regs, es = jax.vmap(one)(x, target)
+    p0 = jnp.ones((b,) + geom.shape_in, jnp.float32)
+    state, (rs, regs) = jax.lax.scan(body, MaskState(p0, opt.init(p0)), jnp.arange(max_iter))
+    masks = smooth_mask(state.mask, geom)[0].reshape(n, k, h, w)
+    rs = jnp.moveaxis(rs.reshape(max_iter, n, k), 1, 0)                 # (N, max_iter, A)
+    regs = jnp.moveaxis(regs.reshape(max_iter, n, k), 1, 0)
+    es = -jnp.sum(rs + regs, axis=-1)                                   # (N, max_iter)
     return Explanation(heatmap=jnp.sum(masks, axis=1), attribution=None,
                        extras={"masks": masks, "areas": jnp.asarray(areas, jnp.float32),
                                "reward": rs, "regul": regs, "loss": es},
