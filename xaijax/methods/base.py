@@ -360,21 +360,6 @@ def split_options(name: str, options: Mapping[str, Any]
     return static, {k: v for k, v in options.items() if k not in static}
 
 
-@functools.lru_cache(maxsize=None)
-def _all_finite_fn():
-    return jax.jit(lambda a: jnp.all(jnp.isfinite(a)))
-
-
-def _check_finite(x: Any) -> None:
-    """NaN/inf check without copying a device array to the host (a sharded batch stays where
-    it is): one reduction on the device, the details only when it fails."""
-    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
-        if not bool(_all_finite_fn()(x)):
-            check_finite(x)
-        return
-    check_finite(x)
-
-
 class BoundMethod:
     """A method with its static options fixed: ``f(model, x, target="top1", **traced)``.
 
@@ -426,7 +411,7 @@ class BoundMethod:
                             f"program (static); pass them to xj.methods.bind({self.name!r}, "
                             f"...) or to xj.explain")
         check_input(model if isinstance(model, Model) else None, x)
-        _check_finite(x)
+        check_finite(x)
         defaults = dict(inf.defaults)
         traced = {k: _as_traced(v, defaults.get(k)) for k, v in options.items()}
         if inf.validate is not None:

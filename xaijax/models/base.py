@@ -257,9 +257,18 @@ def check_input(model: Optional[Model], x: Any, *, name: str = "x") -> None:
                          f"{model.spec.min_size}x{model.spec.min_size}; got {h}x{w}")
 
 
+@jax.jit
+def _all_finite(a: Array) -> Array:
+    return jnp.all(jnp.isfinite(a))
+
+
 def check_finite(x: Any, *, name: str = "x") -> None:
-    """Value check (outside jit): refuse NaN or inf with the count and first position."""
+    """Value check (outside jit): refuse NaN or inf with the count and first position. A device
+    array is checked by one reduction on its device (a sharded batch is not copied to the host);
+    only a failing one is copied, for the message. Traced values are not checked."""
     if isinstance(x, jax.core.Tracer):
+        return
+    if isinstance(x, jax.Array) and bool(_all_finite(x)):
         return
     arr = np.asarray(x)
     bad = ~np.isfinite(arr)
