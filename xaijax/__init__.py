@@ -10,3 +10,5 @@ from xaijax import methods
 from xaijax import metrics
 from xaijax.methods import Explanation
 from xaijax.methods import explain
+from xaijax.evaluation import EvaluationTable
+from xaijax.evaluation import evaluate
