@@ -52,6 +52,12 @@ CASES = {
         + _rows(["occlusion"], rf"{{m}}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}\s+.*Captum.*")
         + _rows(["rise", "extremal_perturbation"],
                 rf"{{m}}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}\s+.*TorchRay.*")),
+    "bench_metrics": (
+        TORCH,
+        [r"side\s+images/s\s+seconds",
+         rf"xaijax \(one compiled program\)\s+{NUM}\s+{NUM}\s+.*",
+         rf"RISE reference loop \(torch, per image\)\s+{NUM}\s+{NUM}",
+         rf"speed-up {NUM}x; max \|AUC difference\| {SCI}, max \|curve difference\| {SCI}"]),
     # no peer: the comparison is without / with the stride fix
     "stride_artifacts": (
         (),
