@@ -36,3 +36,62 @@ def test_cli_lists_methods_and_models(capsys):
     assert "gradient" in capsys.readouterr().out
     assert cli.main(["models"]) == 0
     assert "vgg16" in capsys.readouterr().out
+
+
+def test_cli_evaluate_prints_the_table_and_writes_csv(tmp_path, capsys):
+    import json
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.RandomState(1)
+    for i in range(3):
+        Image.fromarray(rng.randint(0, 255, (40, 60, 3), np.uint8)).save(d / f"im{i}.png")
+    boxes = {f"im{i}.png": [[10, 5, 40, 30]] for i in range(3)}
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    rc = cli.main(["evaluate", str(d), "--model", "small_cnn", "--random", "--methods",
+                   "gradient,gradcam", "--metrics", "deletion,pointing_game", "--boxes",
+                   str(tmp_path / "boxes.json"), "--opt", "gradcam.tap='relu3'", "--csv",
+                   str(tmp_path / "t.csv"), "--quiet", "--resize", "stretch"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "3 image(s)" in out and "pointing_game ↑" in out and "gradcam" in out
+    assert (tmp_path / "t.csv").read_text().startswith("method,metric,statistic,image,value")
+
+
+def test_cli_evaluate_box_masks_follow_the_preprocessing(tmp_path):
+    """A box painted into the photo and the mask of that box land on the same pixels of the
+    model's input, for both resize modes."""
+    import xaijax as xj
+
+    model = xj.models.get("small_cnn", num_classes=3)
+    photo = np.full((50, 80, 3), 0, np.uint8)
+    photo[10:40, 30:70] = 255
+    im = Image.fromarray(photo)
+    (tmp_path / "b.json").write_text('{"p.png": [[30, 10, 70, 40]]}')
+    for resize in ("crop", "stretch"):
+        m = cli._box_masks(str(tmp_path / "b.json"), ["p.png"], [im], model, resize)[0]
+        px = xj.models.images_from_normalised(
+            model, xj.models.preprocess(model, im, resize=resize))[0, ..., 0] >= 0.5
+        assert m.shape == (32, 32) and m.any()
+        np.testing.assert_array_equal(m, px)
+
+
+def test_cli_evaluate_errors_are_clear(tmp_path, capsys):
+    rc = cli.main(["evaluate", "chelsea", "--model", "small_cnn", "--random", "--methods",
+                   "gradient", "--metrics", "pointing_game", "--quiet"])
+    assert rc == 2 and "pass masks=" in capsys.readouterr().err
+    (tmp_path / "b.json").write_text('{"other.png": [[0, 0, 5, 5]]}')
+    try:
+        cli.main(["evaluate", "chelsea", "--model", "small_cnn", "--random", "--methods",
+                  "gradient", "--metrics", "miou", "--boxes", str(tmp_path / "b.json")])
+    except SystemExit as e:
+        assert "has no boxes for image 'chelsea'" in str(e)
+    else:
+        raise AssertionError("missing boxes were accepted")
+    try:
+        cli.main(["evaluate", "chelsea", "--model", "small_cnn", "--random", "--methods",
+                  "gradient", "--opt", "rise.num_masks=4"])
+    except SystemExit as e:
+        assert "'rise' is not one of --methods" in str(e)
+    else:
+        raise AssertionError("an option for an unlisted method was accepted")

@@ -3,6 +3,8 @@
 ``xaijax explain IMAGE... --model NAME [--weights FILE] --method NAME [--target K|top1]
 --out FILE.png`` writes an overlay of the explanation over each photo (several images go into
 one grid). IMAGE is a file path or the name of a bundled photo (``chelsea``, ``coffee``, ...).
+``xaijax evaluate IMAGE_OR_DIR... --methods a,b --metrics deletion,insertion,pointing_game
+--boxes boxes.json [--csv out.csv]`` scores methods with metrics and prints the table.
 ``xaijax methods`` and ``xaijax models`` list what is available; ``xaijax convert`` converts a
 checkpoint.
 """
@@ -70,14 +72,7 @@ def cmd_explain(args) -> int:
     import xaijax as xj
 
     t0 = time.time()
-    if args.weights and args.random:
-        raise SystemExit("xaijax: give --weights FILE or --random, not both")
-    pretrained = not args.weights and not args.random
-    try:
-        model = xj.models.get(args.model, pretrained=pretrained, weights=args.weights,
-                              seed=args.seed)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        raise SystemExit(f"xaijax: {e}")
+    model = _load_model(args)
     images = _load_images(args.images)
     x = xj.models.preprocess(model, images)
     opts = _parse_opts(args.opt)
@@ -127,6 +122,114 @@ def _class_names(model, targets) -> List[str]:
     return [class_name(int(t)) for t in targets]
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _expand(inputs: Sequence[str]) -> List[str]:
+    """Image arguments with every directory replaced by its image files (sorted)."""
+    out: List[str] = []
+    for p in inputs:
+        if os.path.isdir(p):
+            files = sorted(os.path.join(p, f) for f in os.listdir(p)
+                           if f.lower().endswith(_IMAGE_SUFFIXES))
+            if not files:
+                raise SystemExit(f"xaijax: directory {p!r} holds no image files "
+                                 f"({', '.join(_IMAGE_SUFFIXES)})")
+            out.extend(files)
+        else:
+            out.append(p)
+    return out
+
+
+def _load_model(args):
+    import xaijax as xj
+
+    if args.weights and args.random:
+        raise SystemExit("xaijax: give --weights FILE or --random, not both")
+    pretrained = not args.weights and not args.random
+    try:
+        return xj.models.get(args.model, pretrained=pretrained, weights=args.weights,
+                             seed=args.seed)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise SystemExit(f"xaijax: {e}")
+
+
+def _box_masks(path: str, names: Sequence[str], images, model, resize: str):
+    """Object masks ``(N, H, W)`` at the model's input, from a JSON file ``{image: [[x0, y0,
+    x1, y1], ...]}`` (pixels of the original image, half-open; keys are the arguments as given,
+    or their file names). Each image's boxes are painted into a mask at the photo's size and
+    the mask goes through the very resize/crop of :func:`xaijax.models.preprocess`, so the
+    boxes land where the pixels do."""
+    import json
+
+    import numpy as np
+
+    from xaijax.models.base import preprocess_array
+
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"xaijax: cannot read boxes file {path!r}: {e}")
+    if not isinstance(table, dict):
+        raise SystemExit(f"xaijax: {path!r} must hold a JSON object {{image: [[x0, y0, x1, y1], "
+                         f"...]}}")
+    masks = []
+    for name, im in zip(names, images):
+        key = next((k for k in (name, os.path.basename(name)) if k in table), None)
+        if key is None:
+            raise SystemExit(f"xaijax: {path!r} has no boxes for image {name!r} (keys: "
+                             f"{sorted(table)[:8]}...)")
+        w, h = im.size
+        paint = np.zeros((h, w, 3), np.uint8)
+        for b in table[key]:
+            if len(b) != 4:
+                raise SystemExit(f"xaijax: a box of {name!r} in {path!r} is {b!r}; boxes are "
+                                 f"[x0, y0, x1, y1] in pixels")
+            x0, y0, x1, y1 = (int(round(float(v))) for v in b)
+            paint[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = 255
+        if not paint.any():
+            raise SystemExit(f"xaijax: the boxes of {name!r} in {path!r} cover no pixel of its "
+                             f"{w}x{h} image")
+        masks.append(preprocess_array(paint, tuple(model.spec.input_size), resize,
+                                      0.875)[..., 0] >= 0.5)
+    return np.stack(masks)
+
+
+def cmd_evaluate(args) -> int:
+    import jax
+
+    import xaijax as xj
+
+    model = _load_model(args)
+    names = _expand(args.images)
+    images = _load_images(names)
+    x = xj.models.preprocess(model, images, resize=args.resize)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    opts: Dict[str, Dict[str, Any]] = {m: {} for m in methods}
+    for k, v in _parse_opts(args.opt).items():
+        meth, _, key = k.rpartition(".")
+        targets = [meth] if meth else [m for m in methods if key in xj.methods.info(m).options]
+        if meth and meth not in opts:
+            raise SystemExit(f"xaijax: --opt {k}: {meth!r} is not one of --methods {methods}")
+        if not targets:
+            raise SystemExit(f"xaijax: --opt {k}: none of {methods} has an option {key!r}")
+        for t in targets:
+            opts[t][key] = v
+    masks = _box_masks(args.boxes, names, images, model, args.resize) if args.boxes else None
+    table = xj.evaluate(model, x, _target(args.target), methods=list(opts.items()),
+                        metrics=metrics, masks=masks, key=jax.random.PRNGKey(args.seed),
+                        batch_size=max(1, args.batch_size),
+                        progress=None if not args.quiet else False)
+    print(f"{args.model}, {len(names)} image(s)")
+    print(table)
+    if args.csv:
+        table.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def cmd_methods(args) -> int:
     import xaijax as xj
 
@@ -163,6 +266,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--alpha", type=float, default=0.5)
     e.add_argument("--cmap", default=None)
     e.set_defaults(func=cmd_explain)
+
+    ev = sub.add_parser("evaluate", help="score methods with metrics (deletion, insertion, "
+                        "pointing game, ...) and print the table")
+    ev.add_argument("images", nargs="+", help="image files, directories of images, or bundled "
+                    "photo names")
+    ev.add_argument("--model", default="efficientnet_lite0")
+    ev.add_argument("--weights", default=None, help="checkpoint (.pth/.safetensors/orbax dir)")
+    ev.add_argument("--random", action="store_true", help="random weights (no pretrained)")
+    ev.add_argument("--methods", required=True, help="comma-separated, e.g. gradcam,rise")
+    ev.add_argument("--metrics", default="deletion,insertion",
+                    help="comma-separated: deletion, insertion, drop, increase, average_drop, "
+                    "and with --boxes pointing_game, energy_pointing_game, miou, bbox_score")
+    ev.add_argument("--boxes", default=None, help="JSON {image: [[x0, y0, x1, y1], ...]} in "
+                    "the original images' pixels (the localisation metrics' ground truth)")
+    ev.add_argument("--target", default="top1", help="class index, class name or top1")
+    ev.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
+                    help="method option (repeatable); without METHOD. it goes to every listed "
+                    "method that has it")
+    ev.add_argument("--resize", default="crop", choices=("crop", "stretch"),
+                    help="how photos are brought to the model's input size")
+    ev.add_argument("--csv", default=None, help="also write the table (and per-image values)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("methods", help="list explanation methods")
     m.set_defaults(func=cmd_methods)
