@@ -73,19 +73,28 @@ def test_cli_evaluate_box_masks_follow_the_preprocessing(tmp_path):
         px = xj.models.images_from_normalised(
             model, xj.models.preprocess(model, im, resize=resize))[0, ..., 0] >= 0.5
         assert m.shape == (32, 32) and m.any()
-        np.testing.assert_array_equal(m, px)
+        # bilinear resampling blurs the painted edge over a pixel: compare away from it
+        assert (m != px).sum() <= 2 * (m.sum(0).max() + m.sum(1).max()), (resize, m ^ px)
+        assert (m & px).sum() >= 0.8 * m.sum()
 
 
 def test_cli_evaluate_errors_are_clear(tmp_path, capsys):
     rc = cli.main(["evaluate", "chelsea", "--model", "small_cnn", "--random", "--methods",
                    "gradient", "--metrics", "pointing_game", "--quiet"])
-    assert rc == 2 and "pass masks=" in capsys.readouterr().err
+    assert rc == 0  # the bundled photos ship their boxes
+    assert "pointing_game" in capsys.readouterr().out
     (tmp_path / "b.json").write_text('{"other.png": [[0, 0, 5, 5]]}')
+    # a bundled photo missing from the file falls back to its shipped boxes
+    assert cli.main(["evaluate", "chelsea", "--model", "small_cnn", "--random", "--methods",
+                     "gradient", "--metrics", "miou", "--boxes", str(tmp_path / "b.json"),
+                     "--quiet"]) == 0
+    img = tmp_path / "own.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(img)
     try:
-        cli.main(["evaluate", "chelsea", "--model", "small_cnn", "--random", "--methods",
+        cli.main(["evaluate", str(img), "--model", "small_cnn", "--random", "--methods",
                   "gradient", "--metrics", "miou", "--boxes", str(tmp_path / "b.json")])
     except SystemExit as e:
-        assert "has no boxes for image 'chelsea'" in str(e)
+        assert "has no boxes for image" in str(e) and "own.png" in str(e)
     else:
         raise AssertionError("missing boxes were accepted")
     try:

@@ -154,45 +154,51 @@ def _load_model(args):
         raise SystemExit(f"xaijax: {e}")
 
 
-def _box_masks(path: str, names: Sequence[str], images, model, resize: str):
-    """Object masks ``(N, H, W)`` at the model's input, from a JSON file ``{image: [[x0, y0,
-    x1, y1], ...]}`` (pixels of the original image, half-open; keys are the arguments as given,
-    or their file names). Each image's boxes are painted into a mask at the photo's size and
-    the mask goes through the very resize/crop of :func:`xaijax.models.preprocess`, so the
-    boxes land where the pixels do."""
+def _box_masks(path: Optional[str], names: Sequence[str], images, model, resize: str):
+    """Object masks ``(N, H, W)`` at the model's input. Boxes come from a JSON file ``{image:
+    [[x0, y0, x1, y1], ...]}`` (pixels of the original image, half-open; keys are the arguments
+    as given, or their file names), or for a bundled photo without an entry from the shipped
+    hand-drawn boxes (:func:`xaijax.data.object_boxes`); they are mapped through the same
+    resize/crop as the photo (:func:`xaijax.data.preprocess_boxes`)."""
     import json
 
     import numpy as np
 
-    from xaijax.models.base import preprocess_array
+    import xaijax as xj
+    from xaijax.data.images import SAMPLE_NAMES
 
-    try:
-        with open(path) as f:
-            table = json.load(f)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"xaijax: cannot read boxes file {path!r}: {e}")
-    if not isinstance(table, dict):
-        raise SystemExit(f"xaijax: {path!r} must hold a JSON object {{image: [[x0, y0, x1, y1], "
-                         f"...]}}")
+    table: Dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path) as f:
+                table = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"xaijax: cannot read boxes file {path!r}: {e}")
+        if not isinstance(table, dict):
+            raise SystemExit(f"xaijax: {path!r} must hold a JSON object {{image: [[x0, y0, x1, "
+                             f"y1], ...]}}")
     masks = []
+    size = tuple(model.spec.input_size)
     for name, im in zip(names, images):
         key = next((k for k in (name, os.path.basename(name)) if k in table), None)
-        if key is None:
-            raise SystemExit(f"xaijax: {path!r} has no boxes for image {name!r} (keys: "
-                             f"{sorted(table)[:8]}...)")
+        if key is not None:
+            boxes = np.asarray(table[key], np.float32).reshape(-1, 4) if len(table[key]) else \
+                np.zeros((0, 4), np.float32)
+        elif name in SAMPLE_NAMES and not os.path.exists(name):
+            boxes = xj.data.object_boxes(name).boxes
+        else:
+            where = f"{path!r} has no boxes for image {name!r}" if path else \
+                f"no boxes for image {name!r} (boxes ship for the bundled photos only)"
+            raise SystemExit(f"xaijax: {where}; pass --boxes FILE with {{image: [[x0, y0, x1, "
+                             f"y1], ...]}}")
         w, h = im.size
-        paint = np.zeros((h, w, 3), np.uint8)
-        for b in table[key]:
-            if len(b) != 4:
-                raise SystemExit(f"xaijax: a box of {name!r} in {path!r} is {b!r}; boxes are "
-                                 f"[x0, y0, x1, y1] in pixels")
-            x0, y0, x1, y1 = (int(round(float(v))) for v in b)
-            paint[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = 255
-        if not paint.any():
-            raise SystemExit(f"xaijax: the boxes of {name!r} in {path!r} cover no pixel of its "
-                             f"{w}x{h} image")
-        masks.append(preprocess_array(paint, tuple(model.spec.input_size), resize,
-                                      0.875)[..., 0] >= 0.5)
+        b = xj.data.preprocess_boxes(None, boxes, (h, w), size=size, resize=resize)
+        m = np.asarray(xj.metrics.boxes_to_masks(b, size)).any(axis=0) if len(b) else \
+            np.zeros(size, bool)
+        if not m.any():
+            raise SystemExit(f"xaijax: the boxes of {name!r} cover no pixel of the model's "
+                             f"{size[0]}x{size[1]} input (after --resize {resize})")
+        masks.append(m)
     return np.stack(masks)
 
 
@@ -217,7 +223,9 @@ def cmd_evaluate(args) -> int:
             raise SystemExit(f"xaijax: --opt {k}: none of {methods} has an option {key!r}")
         for t in targets:
             opts[t][key] = v
-    masks = _box_masks(args.boxes, names, images, model, args.resize) if args.boxes else None
+    local = {"pointing_game", "energy_pointing_game", "miou", "bbox_score"}
+    masks = _box_masks(args.boxes, names, images, model, args.resize) if args.boxes or (
+        local & set(metrics)) else None
     table = xj.evaluate(model, x, _target(args.target), methods=list(opts.items()),
                         metrics=metrics, masks=masks, key=jax.random.PRNGKey(args.seed),
                         batch_size=max(1, args.batch_size),
@@ -279,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated: deletion, insertion, drop, increase, average_drop, "
                     "and with --boxes pointing_game, energy_pointing_game, miou, bbox_score")
     ev.add_argument("--boxes", default=None, help="JSON {image: [[x0, y0, x1, y1], ...]} in "
-                    "the original images' pixels (the localisation metrics' ground truth)")
+                    "the original images' pixels (the localisation metrics' ground truth; the "
+                    "bundled photos have shipped boxes)")
     ev.add_argument("--target", default="top1", help="class index, class name or top1")
     ev.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                     help="method option (repeatable); without METHOD. it goes to every listed "
