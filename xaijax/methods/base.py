@@ -376,21 +376,27 @@ class BoundMethod:
         if unknown:
             raise TypeError(f"method {name!r} has no option(s) {unknown}; options: "
                             f"{list(inf.options)}")
-        fn, stat = inf.fn, self.static_options
-
-        def run(model, x, target, top1, traced):
-            if top1:
-                target = jnp.argmax(logits_fn(model)(x), axis=-1).astype(jnp.int32)
-            return fn(model, x, target, **stat, **traced)
-
-        self._jit_pytree = jax.jit(run, static_argnums=(3,))
-        self._jit_callable = jax.jit(run, static_argnums=(0, 3))
+        self._jit_pytree = jax.jit(self.body, static_argnums=(3,))
+        self._jit_callable = jax.jit(self.body, static_argnums=(0, 3))
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.static_options.items())
         return f"bind({self.name!r}{', ' if opts else ''}{opts})"
 
-    def __call__(self, model: Any, x: Array, target: Target = "top1", **options) -> Explanation:
+    def body(self, model: Any, x: Array, target: Array, top1: bool,
+             traced: Mapping[str, Any]) -> Explanation:
+        """The method itself on prepared arguments (see :meth:`prepare`), traceable: for
+        programs that call a method inside their own ``jit`` (metrics, sharding)."""
+        if top1:
+            target = jnp.argmax(logits_fn(model)(x), axis=-1).astype(jnp.int32)
+        return self.info.fn(model, x, target, **self.static_options, **traced)
+
+    def prepare(self, model: Any, x: Any, target: Target = "top1", **options
+                ) -> Tuple[Array, Array, bool, Dict[str, Any]]:
+        """Every check of a call, on concrete values, before anything is traced: the model's
+        access level, option names, the input batch (shape, dtype, NaN), the option values
+        (the method's validator) and the targets. Returns ``(x, target, top1, traced)`` for
+        :meth:`body` (``target`` is a placeholder when ``top1``)."""
         inf = self.info
         if inf.needs != "function":
             require_model(model, self.name, "taps" if inf.needs == "taps" else
@@ -419,7 +425,10 @@ class BoundMethod:
         t = target_array(model, x, target)
         top1 = t is None
         t = jnp.zeros((x.shape[0],), jnp.int32) if top1 else jnp.asarray(t)
-        x = jnp.asarray(x, jnp.float32)
+        return jnp.asarray(x, jnp.float32), t, top1, traced
+
+    def __call__(self, model: Any, x: Array, target: Target = "top1", **options) -> Explanation:
+        x, t, top1, traced = self.prepare(model, x, target, **options)
         jitted = self._jit_pytree if isinstance(model, Model) else self._jit_callable
         return jitted(model, x, t, top1, traced)
 

@@ -13,3 +13,7 @@ from xaijax.metrics.localisation import boxes_to_masks
 from xaijax.metrics.localisation import energy_pointing_game
 from xaijax.metrics.localisation import miou
 from xaijax.metrics.localisation import pointing_game
+from xaijax.metrics.robustness import RandomisationCheck
+from xaijax.metrics.robustness import max_sensitivity
+from xaijax.metrics.robustness import randomisation_check
+from xaijax.metrics.robustness import randomise_layers
