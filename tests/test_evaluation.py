@@ -54,6 +54,16 @@ def test_batch_size_does_not_change_the_values_and_keys_are_per_method(setup):
     assert not np.allclose(a.values[("rise", "insertion")], c.values[("rise", "insertion")])
 
 
+def test_max_sensitivity_through_evaluate_equals_the_metric(setup):
+    m, x, _ = setup
+    t = xj.evaluate(m, x[:2], 1, methods=["gradient"], metrics=["max_sensitivity"],
+                    key=jax.random.PRNGKey(3))
+    kb = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(3), 1000), 0)
+    np.testing.assert_allclose(t.values[("gradient", "max_sensitivity")],
+                               xj.metrics.max_sensitivity(m, x[:2], 1, "gradient", key=kb),
+                               rtol=1e-5)
+
+
 def test_same_method_twice_gets_labels_from_its_options(setup):
     m, x, _ = setup
     t = xj.evaluate(m, x[:2], methods=[("gradcam", {"tap": "relu3"}), ("gradcam", {})],

@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", required=True, help="comma-separated, e.g. gradcam,rise")
     ev.add_argument("--metrics", default="deletion,insertion",
                     help="comma-separated: deletion, insertion, drop, increase, average_drop, "
-                    "and with --boxes pointing_game, energy_pointing_game, miou, bbox_score")
+                    "max_sensitivity, and with boxes pointing_game, energy_pointing_game, miou, "
+                    "bbox_score")
     ev.add_argument("--boxes", default=None, help="JSON {image: [[x0, y0, x1, y1], ...]} in "
                     "the original images' pixels (the localisation metrics' ground truth; the "
                     "bundled photos have shipped boxes)")

@@ -24,17 +24,21 @@ from xaijax.models.base import Model, check_finite, check_input
 
 Array = jax.Array
 
-# metric name -> (function of (model, x, heatmap, target, masks), needs masks, higher is better)
+# metric name -> (function of (model, x, heatmap, target, masks, method, options, key), needs
+# masks, higher is better)
 _METRICS: Dict[str, Tuple[Callable[..., Array], bool, bool]] = {
-    "deletion": (lambda m, x, h, t, g: M.deletion(m, x, h, t).auc, False, False),
-    "insertion": (lambda m, x, h, t, g: M.insertion(m, x, h, t).auc, False, True),
-    "drop": (lambda m, x, h, t, g: M.drop_increase(m, x, h, t).drop, False, False),
-    "increase": (lambda m, x, h, t, g: M.drop_increase(m, x, h, t).increase, False, True),
-    "average_drop": (lambda m, x, h, t, g: M.average_drop(m, x, h, t).drop, False, False),
-    "pointing_game": (lambda m, x, h, t, g: M.pointing_game(h, g), True, True),
-    "energy_pointing_game": (lambda m, x, h, t, g: M.energy_pointing_game(h, g), True, True),
-    "miou": (lambda m, x, h, t, g: M.miou(h, g), True, True),
-    "bbox_score": (lambda m, x, h, t, g: M.bbox_score(h, g), True, True),
+    "deletion": (lambda m, x, h, t, g, *_: M.deletion(m, x, h, t).auc, False, False),
+    "insertion": (lambda m, x, h, t, g, *_: M.insertion(m, x, h, t).auc, False, True),
+    "drop": (lambda m, x, h, t, g, *_: M.drop_increase(m, x, h, t).drop, False, False),
+    "increase": (lambda m, x, h, t, g, *_: M.drop_increase(m, x, h, t).increase, False, True),
+    "average_drop": (lambda m, x, h, t, g, *_: M.average_drop(m, x, h, t).drop, False, False),
+    "pointing_game": (lambda m, x, h, t, g, *_: M.pointing_game(h, g), True, True),
+    "energy_pointing_game": (lambda m, x, h, t, g, *_: M.energy_pointing_game(h, g), True,
+                             True),
+    "miou": (lambda m, x, h, t, g, *_: M.miou(h, g), True, True),
+    "bbox_score": (lambda m, x, h, t, g, *_: M.bbox_score(h, g), True, True),
+    "max_sensitivity": (lambda m, x, h, t, g, name, opts, key: M.max_sensitivity(
+        m, x, t, name, key=key, method_options=opts), False, False),
 }
 METRICS = tuple(_METRICS)
 """Metric names :func:`evaluate` accepts."""
@@ -161,8 +165,9 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
         method splits it per image of a batch, so its draws depend on ``batch_size``, as a
         direct call's depend on the batch it is given).
       metrics: names from :data:`METRICS`: ``deletion``, ``insertion`` (AUC), ``drop``,
-        ``increase`` (SISE's Drop % / Increase %), ``average_drop``, and with ``masks``
-        ``pointing_game``, ``energy_pointing_game``, ``miou``, ``bbox_score``.
+        ``increase`` (SISE's Drop % / Increase %), ``average_drop``, ``max_sensitivity``
+        (default radius 0.2, 10 samples), and with ``masks`` ``pointing_game``,
+        ``energy_pointing_game``, ``miou``, ``bbox_score``.
       masks: ``(N, H, W)`` bool object masks (the localisation metrics' ground truth).
       key: PRNG key for stochastic methods (default ``PRNGKey(0)``).
       batch_size: images per method call (memory is one batch).
@@ -214,8 +219,10 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
             heat = jax.block_until_ready(fn(model, xb, tb, **traced).heatmap)
             spent += time.perf_counter() - t0
             gb = None if masks is None else masks[s:s + bs]
+            kb = jax.random.fold_in(jax.random.fold_in(key, 1000 + i), s)
             for m in ms:
-                values[(label, m)].append(np.asarray(_METRICS[m][0](model, xb, heat, tb, gb)))
+                values[(label, m)].append(np.asarray(_METRICS[m][0](model, xb, heat, tb, gb,
+                                                                   name, opts, kb)))
             bar(f"{label}")
         seconds[label] = spent
     bar(None)
