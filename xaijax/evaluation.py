@@ -87,27 +87,18 @@ class EvaluationTable:
         """Write one row per (method, metric, image) plus the summary rows (``image`` empty,
         ``statistic`` mean / sem), atomically (temp file + rename)."""
         import csv
-        import os
-        import uuid
 
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        tmp = os.path.join(d, f".{os.path.basename(path)}.{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["method", "metric", "statistic", "image", "value"])
-                for i, meth in enumerate(self.methods):
-                    for j, met in enumerate(self.metrics):
-                        w.writerow([meth, met, "mean", "", f"{self.mean[i, j]:.6g}"])
-                        w.writerow([meth, met, "sem", "", f"{self.sem[i, j]:.6g}"])
-                        for k, v in enumerate(self.values[(meth, met)]):
-                            w.writerow([meth, met, "value", k, f"{float(v):.6g}"])
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        from xaijax.io.files import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["method", "metric", "statistic", "image", "value"])
+            for i, meth in enumerate(self.methods):
+                for j, met in enumerate(self.metrics):
+                    w.writerow([meth, met, "mean", "", f"{self.mean[i, j]:.6g}"])
+                    w.writerow([meth, met, "sem", "", f"{self.sem[i, j]:.6g}"])
+                    for k, v in enumerate(self.values[(meth, met)]):
+                        w.writerow([meth, met, "value", k, f"{float(v):.6g}"])
         return path
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Optional, Sequence
 
 import numpy as np
 
+from xaijax.io.files import atomic_path
 from xaijax.viz.colormaps import apply_colormap
 
 
@@ -104,23 +104,12 @@ def save_image(path: str, image: np.ndarray) -> str:
     file is replaced only by a complete new one."""
     from PIL import Image
 
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
     ext = os.path.splitext(path)[1].lower() or ".png"
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(ext)
     if fmt is None:
         raise ValueError(f"output must end in .png, .jpg or .jpeg; got {path!r}")
-    # a new, unique file created like open() does (mode 0666 & ~umask; mkstemp would make the
-    # result 0600, unreadable to the rest of a research group)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{uuid.uuid4().hex}{ext}")
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
+    with atomic_path(path, ext) as tmp:
         Image.fromarray(to_uint8(image)).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 
