@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from xaijax.methods.base import Explanation, logits_fn, register
+from xaijax.methods.base import Explanation, class_scores, logits_fn, register
 from xaijax.models.base import IMAGENET_MEAN, IMAGENET_STD, Model
 
 Array = jax.Array
@@ -222,7 +222,7 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
     def score_terms(m):
         mbar = avg_pool(m, k2, s2, p2)
         z = jnp.concatenate([perturb(x, mbar, r), perturb(x, 1.0 - mbar, r)])
-        p = jax.nn.softmax(apply_fn(z), axis=-1)[jnp.arange(2 * n), t2]
+        p = class_scores(apply_fn(z), t2, "softmax")
         s_del, s_pre = p[:n], p[n:]
         return jnp.sum(s_del - s_pre), (s_del - s_pre, s_pre)
 
@@ -248,8 +248,8 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
     mbar = avg_pool(m, k2, s2, p2)
     e_pre = perturb(x, 1.0 - mbar, r)
     e_del = perturb(x, mbar, r)
-    scores = jax.nn.softmax(apply_fn(jnp.concatenate([x, e_pre, e_del])), axis=-1)[
-        jnp.arange(3 * n), jnp.tile(target, 3)].reshape(3, n).T
+    scores = class_scores(apply_fn(jnp.concatenate([x, e_pre, e_del])), jnp.tile(target, 3),
+                          "softmax").reshape(3, n).T
     losses, pre_curve, lam_curve = losses.T, pre_curve.T, lam_curve.T
     extras: Dict[str, Any] = {
         "mask": m,

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xaijax.methods.base import Explanation, logits_fn, register, upsample
+from xaijax.methods.base import Explanation, class_scores, logits_fn, register, upsample
 
 Array = jax.Array
 
@@ -474,7 +474,6 @@ def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: 
         raise ValueError(f"jitter must be >= 0 pixels; got {jitter}")
     f = logits_fn(model)
     n, h, w, _ = x.shape
-    rows = jnp.arange(n)
     blurred = gaussian_blur(x, float(blur_sigma), "nearest")
     opt = optax.adam(learning_rate)
     # image i jitters with split(key_i, iterations), key_i = split_key(key, N)[i]
@@ -488,7 +487,7 @@ def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: 
 
     def loss(m, ks):
         up, xp = perturbed(m)
-        p = jax.nn.softmax(f(translate(xp, ks)), axis=-1)[rows, target]
+        p = class_scores(f(translate(xp, ks)), target, "softmax")
         if game == "deletion":
             obj = l1_coeff * jnp.sum(1 - up, axis=(1, 2)) + p
         else:
@@ -506,7 +505,7 @@ def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: 
     state, (ls, ps) = jax.lax.scan(body, MaskState(m0, opt.init(m0)), step_keys)
     m = state.mask
     up, xp = perturbed(m)
-    final = jax.nn.softmax(f(xp), axis=-1)[rows, target]
+    final = class_scores(f(xp), target, "softmax")
     ls, ps = ls.T, ps.T
     heat = 1 - up if game == "deletion" else up
     return Explanation(heatmap=heat, attribution=None,
@@ -526,9 +525,9 @@ def _class_reward(y: Array, t: Array, kind: str) -> Array:
     """Reward of row ``i`` of the logits ``y`` ``(B, classes)`` for its target ``t[i]``."""
     rows = jnp.arange(y.shape[0])
     if kind == "simple":
-        return y[rows, t]
+        return class_scores(y, t)
     others = y.at[rows, t].set(-100.0)  # TorchRay's contrastive_reward
-    return y[rows, t] - jnp.max(others, axis=1)
+    return class_scores(y, t) - jnp.max(others, axis=1)
 
 
 def _area_counts(areas: Tuple[float, ...], size: int) -> Tuple[int, ...]:
