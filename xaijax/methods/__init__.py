@@ -33,3 +33,4 @@ from xaijax.methods.fgvis import fgvis
 from xaijax.methods.relevance import deeplift
 from xaijax.methods.relevance import lrp
 from xaijax.methods.dssr import dssr
+from xaijax.methods.sise import sise
