@@ -97,7 +97,7 @@ def register(name: str, *, static: Sequence[str] = (), needs: str = "function",
       signed: whether the heatmap keeps a sign.
       validate: ``validate(model, x, options)``: raise ``ValueError``/``TypeError`` for bad
         option values. ``options`` holds every option (defaults filled in) whose value is
-        concrete, as Python / numpy values.
+        concrete (Python, numpy or device arrays: convert only what you read).
     """
     if needs not in ("function", "taps", "rules"):
         raise ValueError(f"needs must be function/taps/rules; got {needs!r}")
@@ -132,14 +132,14 @@ def info(name: str) -> MethodInfo:
 
 
 def concrete_options(inf: MethodInfo, options: Mapping[str, Any]) -> Dict[str, Any]:
-    """Every option of ``inf`` (defaults filled in) whose value is concrete; jax arrays become
-    numpy. Traced values (inside a user's ``jit``/``vmap``) are left out."""
+    """Every option of ``inf`` (defaults filled in) whose value is concrete. Traced values
+    (inside a user's ``jit``/``vmap``) are left out."""
     out = {}
     for k, default in inf.defaults:
         v = options.get(k, default)
         if v is inspect.Parameter.empty or isinstance(v, jax.core.Tracer):
             continue
-        out[k] = np.asarray(v) if isinstance(v, jax.Array) else v
+        out[k] = v  # device arrays stay put: a validator copies only the few values it reads
     return out
 
 
