@@ -58,6 +58,14 @@ CASES = {
          rf"xaijax \(one compiled program\)\s+{NUM}\s+{NUM}\s+.*",
          rf"RISE reference loop \(torch, per image\)\s+{NUM}\s+{NUM}",
          rf"speed-up {NUM}x; max \|AUC difference\| {SCI}, max \|curve difference\| {SCI}"]),
+    # SISE against RISE (both xaijax; the paper's seconds are printed beside)
+    "bench_sise": (
+        (),
+        [r"method\s+setting\s+masks scored\s+masks used\s+s/image\s+Drop %\s+compile s"]
+        + [rf"sise\s+mu={mu}\s+\d+\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}" for mu in ("0", "0.5")]
+        + [rf"rise\s+masks={m}\s+{m}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}" for m in (64, 128)]
+        + [r"paper \(SISE .*\): SISE 9\.21 s/image, RISE 26\.08 s/image",
+           rf"ours: fastest SISE / RISE masks=64: {NUM} \(paper 9\.21 / 26\.08 = 0\.35\)"]),
     # no peer: the comparison is without / with the stride fix
     "stride_artifacts": (
         (),
@@ -72,10 +80,22 @@ CASES = {
          rf"defended : adversarial class generated for\s+{NUM} % of images .*",
          rf"\s+activations outside their Eq. 5 bounds: {NUM} % .*",
          rf"Table 1 \(FGVis, efficientnet_lite0\): No Defense {NUM} %, Defended {NUM} %"]),
+    # no peer: the papers' numbers are printed beside ours in the markdown it writes (to a
+    # temporary directory under --smoke)
+    "reproduce": (
+        (),
+        _rows(["fgvis", "rise", "lime", "gradcam", "occlusion", "gradient"],
+              rf"Table 2 deletion AUC: {{m}} {NUM} ± {NUM}")
+        + [rf"Table 1 mask init {NUM}: No Defense {NUM} %, Defended {NUM} %"]
+        + _rows(["centre", "gradient", "deconvnet", "guided_backprop", "rise", "gradcam",
+                 "extremal_perturbation", "dssr"],
+                rf"Table 3 pointing game: {{m}} {NUM} % \(class mean {NUM} %\)")
+        + [r"wrote \S*xaijax-reproduce-\S*RESULTS\.md \(wall \d+ s\)"]),
 }
 # the smoke runs near or over 20 s on 2 idle CPU cores (fgvis_table1 26 s, bench_gradient_family
-# 18 s; the others 8-12 s; about twice that with the cores shared)
-SLOW = {"bench_gradient_family", "fgvis_table1"}
+# 18 s, reproduce 75 s: ten methods' compilations plus fgvis_table1's smoke; the others 8-12 s;
+# about twice that with the cores shared)
+SLOW = {"bench_gradient_family", "fgvis_table1", "reproduce", "bench_sise"}
 
 
 def _ci() -> bool:
