@@ -58,11 +58,13 @@ Deviations and choices where the paper's text is silent:
   filtered. ``defense_taps`` overrides the set.
 
 Observed on the pretrained EfficientNet-Lite0 (BatchNorm after every convolution) at its
-224×224 input size: for ``m = 0`` exactly (the generation/repression start, ``e = 0``), every
-unit of the last nonlinearity ``relu_head`` is either inactive or outside its Eq. 5 bounds, so
-the defended gradient reaching the mask is exactly zero for *any* target and the defended
-generation game never leaves the empty (grey) explanation; at ``m = 0.01`` the gradient is
-non-zero everywhere. (At 128×128 a few units stay inside and the game moves.)
+224×224 input size: for ``m = 0`` exactly (the generation/repression start, ``e = 0``), almost
+every unit of the last nonlinearity ``relu_head`` is inactive or outside its Eq. 5 bounds, so
+the defended gradient reaching the mask is zero or nearly so: exactly zero on chelsea and on 3
+of 4 composite images checked (2026-12-04), 1.2e-7 at most on the fourth — which Adam's
+normalised step turns into full-size moves, so the game stays put on some images and moves on
+others. At ``m = 0.01`` the gradient is non-zero everywhere. (At 128×128 a few units stay
+inside and the game moves.)
 ``mask_init`` lets such models start the zero-initialised games from a small positive value.
 """
 
