@@ -62,6 +62,10 @@ class MethodInfo:
         option, defaults filled in; traced values left out), or ``None``.
       defaults: ``{option: default}`` from the signature (``inspect.Parameter.empty`` when
         required).
+      paper: the paper (and equation) the method implements, e.g. ``"Selvaraju et al. 2017,
+        Eq. 1-2"``.
+      peer: the peer implementations it is tested against, e.g. ``"pytorch-grad-cam GradCAM,
+        Captum LayerGradCam"`` (``""``: none exists; its paper's properties are tested).
     """
 
     name: str
@@ -72,6 +76,8 @@ class MethodInfo:
     summary: str
     validate: Optional[Validator] = None
     defaults: Tuple[Tuple[str, Any], ...] = ()
+    paper: str = ""
+    peer: str = ""
 
     @property
     def options(self) -> Tuple[str, ...]:
@@ -82,7 +88,8 @@ _METHODS: Dict[str, MethodInfo] = {}
 
 
 def register(name: str, *, static: Sequence[str] = (), needs: str = "function",
-             signed: bool = False, validate: Optional[Validator] = None):
+             signed: bool = False, validate: Optional[Validator] = None, paper: str = "",
+             peer: str = ""):
     """Register ``fn(model, x, target, **options) -> Explanation`` under ``name``.
 
     The decorated function stays a plain, jit/vmap-able function; called directly it first
@@ -98,6 +105,8 @@ def register(name: str, *, static: Sequence[str] = (), needs: str = "function",
       validate: ``validate(model, x, options)``: raise ``ValueError``/``TypeError`` for bad
         option values. ``options`` holds every option (defaults filled in) whose value is
         concrete (Python, numpy or device arrays: convert only what you read).
+      paper: the paper and equation implemented (listed by ``xaijax methods`` and the README).
+      peer: the peer implementations the parity tests compare with, ``""`` if there is none.
     """
     if needs not in ("function", "taps", "rules"):
         raise ValueError(f"needs must be function/taps/rules; got {needs!r}")
@@ -106,7 +115,7 @@ def register(name: str, *, static: Sequence[str] = (), needs: str = "function",
         doc = (inspect.getdoc(fn) or "").strip().splitlines()
         params = list(inspect.signature(fn).parameters.values())[3:]
         inf = MethodInfo(name, fn, tuple(static), needs, signed, doc[0] if doc else "",
-                         validate, tuple((p.name, p.default) for p in params))
+                         validate, tuple((p.name, p.default) for p in params), paper, peer)
         _METHODS[name] = inf
 
         @functools.wraps(fn)
