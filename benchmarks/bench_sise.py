@@ -6,9 +6,9 @@ class as the target): SISE at each ``mu`` (Eq. 7) next to RISE at each mask coun
 is compiled ahead of time (``jit(...).lower(...).compile()``, reported in its own column; one
 SISE program serves every ``mu``, which is traced) and then timed over the whole batch, best of
 ``--repeats``; s/image is that time over the number of images. "masks scored" is the number of
-masked images the model scores per image; for SISE "masks used" is the mean number of them that
-pass Eq. 7 and enter Eq. 12 (SISE scores every channel of each block and gives the rejected ones
-weight 0, so ``mu`` changes the masks used, not the masks scored). Drop % is SISE's metric
+masked images the model scores per image (for SISE the mean over the images: it scores the maps
+that pass Eq. 7, in whole chunks of ``--batch-size``; in a batch the loop of each block runs as
+long as its image needing most chunks); "masks used" is the mean number that enter Eq. 12. Drop % is SISE's metric
 (``xj.metrics.drop_increase``, top 15 % of the pixels kept), the mean over the images.
 
 Usage:
@@ -89,7 +89,7 @@ def main(argv=None):
     sise_compile = time.perf_counter() - t0
     for mu in _floats(args.mus):
         sec, ex = timed(sise_c, model, x, target, jnp.float32(mu))
-        scored = int(np.sum(np.asarray(ex.extras["num_scored"])))
+        scored = float(np.mean(np.sum(np.asarray(ex.extras["num_scored"]), axis=1)))
         used = float(np.mean(np.sum(np.asarray(ex.extras["num_selected"]), axis=1)))
         rows.append(("sise", f"mu={mu:g}", scored, used, sec / n, drop(ex.heatmap),
                      sise_compile))
@@ -103,12 +103,12 @@ def main(argv=None):
         rise_c = rise.lower(model, x, target, key).compile()
         comp = time.perf_counter() - t0
         sec, ex = timed(rise_c, model, x, target, key)
-        rows.append(("rise", f"masks={m}", m, float(m), sec / n, drop(ex.heatmap), comp))
+        rows.append(("rise", f"masks={m}", float(m), float(m), sec / n, drop(ex.heatmap), comp))
 
     print(f"{'method':7s} {'setting':12s} {'masks scored':>13s} {'masks used':>11s} "
           f"{'s/image':>9s} {'Drop %':>8s} {'compile s':>10s}")
     for name, setting, scored, used, spi, d, c in rows:
-        print(f"{name:7s} {setting:12s} {scored:13d} {used:11.1f} {spi:9.3f} {d:8.2f} {c:10.1f}")
+        print(f"{name:7s} {setting:12s} {scored:13.1f} {used:11.1f} {spi:9.3f} {d:8.2f} {c:10.1f}")
     print(PAPER)
     sise_best = min(r[4] for r in rows if r[0] == "sise") if any(r[0] == "sise" for r in rows) \
         else None

@@ -85,6 +85,30 @@ def test_layer_visualization_is_eq_10_to_12_by_hand():
     np.testing.assert_array_equal(none, 0.0)
 
 
+def test_only_the_selected_maps_are_scored():
+    """The cost follows Eq. 7's selection: the model sees the selected masks, in whole chunks,
+    and nothing when no map is selected (counted at run time, inside jit)."""
+    import jax
+
+    rng = np.random.default_rng(1)
+    img = jnp.asarray(rng.normal(size=(4, 4, 2)).astype(np.float32))
+    acts = jnp.asarray(rng.uniform(size=(4, 4, 7)).astype(np.float32))
+    seen = []
+
+    def score_fn(z):
+        jax.debug.callback(lambda n: seen.append(int(n)), z.shape[0] * jnp.ones((), jnp.int32))
+        return jnp.sum(z, axis=(1, 2, 3))
+
+    run = jax.jit(lambda w, b: S.layer_visualization(score_fn, img, acts, w, b),
+                  static_argnums=1)
+    for w, b, calls in (([0, 1, 0, 0, 1, 1, 0], 2, 2), ([0, 1, 0, 0, 1, 1, 0], 3, 1),
+                        ([0] * 7, 2, 0), ([1] * 7, 3, 3)):
+        seen.clear()
+        jax.block_until_ready(run(jnp.asarray(w, jnp.float32), b))
+        assert len(seen) == calls, (w, b, seen)
+        assert int(S.masks_scored(sum(w), 7, b)) == min(calls * b, 7)
+
+
 def _brute_force_otsu(v):
     """The foreground of the split of the sorted pixel values that maximises the between-class
     variance w0 w1 (mu0 - mu1)^2, searched over every split (first maximum wins)."""
@@ -186,8 +210,12 @@ def test_mu_and_cap_control_the_selected_masks(small, x):
 
     capped = f(small, x, t)
     full = xj.methods.bind("sise", batch_size=32)(small, x, t)
-    assert capped.extras["num_scored"].tolist() == [12, 12, 12]
-    assert full.extras["num_scored"].tolist() == [16, 32, 64]
+    # only the selected maps are scored, in whole chunks (batch 32, or the cap of 12)
+    np.testing.assert_array_equal(capped.extras["num_scored"],
+                                  np.where(np.asarray(capped.extras["num_selected"]) > 0, 12, 0))
+    np.testing.assert_array_equal(
+        full.extras["num_scored"],
+        np.minimum(-(-np.asarray(full.extras["num_selected"]) // 32) * 32, [16, 32, 64]))
     np.testing.assert_array_equal(full.extras["num_passing"], capped.extras["num_passing"])
     np.testing.assert_array_equal(capped.extras["num_selected"],
                                   np.minimum(capped.extras["num_passing"], 12))

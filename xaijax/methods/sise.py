@@ -15,11 +15,14 @@ Four phases, each a small pure function here, composed by :func:`sise`:
    ``e ← (e + V_b) ⊙ [V_b ≥ Otsu(V_b)]``.
 
 **Batching of the data-dependent selection.** How many maps pass Eq. 7 depends on the image, so
-the number of masked images cannot decide a shape. Every channel of a block is turned into a
-mask and scored (``batch_size`` masked images per model call, with :func:`jax.lax.scan` over the
-chunks accumulating the map, so at most ``batch_size`` masks of an image are ever in memory);
-the maps Eq. 7 rejects get weight 0. The compute is that of all channels; ``max_masks=k``
-(static) bounds it: only the ``k`` channels with the largest ``α`` are scored (those of them
+the number of masked images cannot decide a shape. Per image and layer the selected maps are
+moved to the front and scored ``batch_size`` masked images per model call in a
+:func:`jax.lax.while_loop` that stops after the last selected map (the last chunk is completed
+with maps of weight 0), accumulating the map, so at most ``batch_size`` masks of an image are
+in memory and the compute follows the number of maps that pass: a larger ``mu`` is faster, as
+in the paper. Under :func:`jax.vmap` (a batch of images) the loop runs as long as the image
+that needs most chunks; the others' extra iterations are masked out. ``max_masks=k`` (static)
+bounds the work: only the ``k`` channels with the largest ``α`` are candidates (those of them
 that pass Eq. 7 are used; passing maps beyond the cap are dropped, counted in ``extras``).
 """
 
@@ -87,13 +90,24 @@ def attribution_masks(acts: Array, size: Tuple[int, int]) -> Array:
     return minmax(upsample(acts, size), axes=(1, 2))
 
 
+def masks_scored(num_selected: Array, num_maps: int, batch_size: int) -> Array:
+    """Masked images :func:`layer_visualization` scores for ``num_selected`` selected maps out
+    of ``num_maps``: whole chunks of ``min(batch_size, num_maps)``, at most ``num_maps``."""
+    b = min(int(batch_size), int(num_maps))
+    chunks = (jnp.asarray(num_selected, jnp.int32) + b - 1) // b
+    return jnp.minimum(chunks * b, num_maps).astype(jnp.int32)
+
+
 def layer_visualization(score_fn: Callable[[Array], Array], x: Array, acts: Array,
                         weights: Array, batch_size: int) -> Array:
     """Eq. 10–12 for one image and one layer: ``V(λ) = 1/|M| Σ_k w_k Ψ(x ⊙ m_k) m_k(λ) /
     Σ_λ' m_k(λ')`` with ``m_k = Ω(A_k)`` and ``|M| = Σ_k w_k``.
 
-    The masks are built, applied and scored ``batch_size`` at a time inside
-    :func:`jax.lax.scan` (the last chunk is padded with zero masks of weight 0).
+    Only the selected maps are scored: they are moved to the front (a stable sort on
+    ``w_k = 0``) and a :func:`jax.lax.while_loop` builds, applies and scores ``batch_size`` of
+    them at a time until none is left (the last chunk is completed with maps of weight 0), so
+    the cost follows the number of maps that pass Eq. 7 (:func:`masks_scored`). Under
+    :func:`jax.vmap` the loop runs as long as the image needing most chunks.
 
     Args:
       score_fn: ``(B, H, W, C) -> (B,)`` the confidence score Ψ of masked images.
@@ -110,19 +124,24 @@ def layer_visualization(score_fn: Callable[[Array], Array], x: Array, acts: Arra
     b = min(int(batch_size), k)
     chunks = math.ceil(k / b)
     pad = chunks * b - k
-    acts_p = jnp.pad(acts, ((0, 0), (0, 0), (0, pad)))
-    w_p = jnp.pad(jnp.asarray(weights, jnp.float32), (0, pad))
+    w = jnp.asarray(weights, jnp.float32)
+    order = jnp.argsort(w == 0, stable=True)  # selected maps first, in channel order
+    acts_p = jnp.pad(jnp.take(acts, order, axis=-1), ((0, 0), (0, 0), (0, pad)))
+    w_p = jnp.pad(w[order], (0, pad))
+    needed = (jnp.sum(w != 0) + b - 1) // b
 
-    def chunk(carry, c):
+    def chunk(state):
+        c, total = state
         a = lax.dynamic_slice_in_dim(acts_p, c * b, b, axis=2)
         wc = lax.dynamic_slice_in_dim(w_p, c * b, b)
         m = jnp.moveaxis(attribution_masks(a[None], (h_in, w_in))[0], -1, 0)  # (b, H, W)
         s = score_fn(x[None] * m[..., None])
         size = jnp.sum(m, axis=(1, 2))
         coef = wc * s / jnp.where(size > 0, size, 1.0)  # Eq. 11 (an all-zero mask adds 0)
-        return carry + jnp.einsum("k,khw->hw", coef, m, precision=_HI), None
+        return c + 1, total + jnp.einsum("k,khw->hw", coef, m, precision=_HI)
 
-    total, _ = lax.scan(chunk, jnp.zeros((h_in, w_in), jnp.float32), jnp.arange(chunks))
+    _, total = lax.while_loop(lambda st: st[0] < needed, chunk,
+                              (jnp.int32(0), jnp.zeros((h_in, w_in), jnp.float32)))
     return total / jnp.maximum(jnp.sum(w_p), 1.0)
 
 
@@ -210,7 +229,10 @@ def _validate(model: Any, x: Any, opts: Mapping[str, Any]) -> None:
                              f"0 keeps every positive-gradient map); got {opts['mu']!r}")
 
 
-@register("sise", static=("layers", "batch_size", "score", "bins", "max_masks"), needs="taps",
+@register("sise",
+          paper="Sattarzadeh et al. 2021, Eq. 6-12 and the fusion module (Fig. 5)",
+          peer="",
+          static=("layers", "batch_size", "score", "bins", "max_masks"), needs="taps",
           validate=_validate)
 def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, ...]] = None,
          mu: Any = 0.0, batch_size: int = 64, score: str = "softmax", bins: int = 256,
@@ -221,8 +243,8 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
     become smooth masks (Ω); the score of each masked image, spread over its size-normalised
     mask, is averaged into the layer's visualization map (Eq. 10–12); the maps are fused from
     low to high level with additions gated by Otsu's threshold of the higher-level map (Fig. 5).
-    The batching of the data-dependent selection: every channel is scored and the rejected ones
-    get weight 0 (or, with ``max_masks``, only the top-``α`` channels are scored); see the
+    The batching of the data-dependent selection: only the maps that pass Eq. 7 are scored, in
+    chunks of ``batch_size`` (with ``max_masks``, only among the top-``α`` channels); see the
     module docstring.
 
     Args:
@@ -238,14 +260,15 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
         ``"sigmoid"`` (static).
       bins: histogram bins of Otsu's method (static).
       max_masks: if set, only this many channels per layer, those with the largest ``α``, are
-        scored (static); ``None`` scores every channel.
+        candidates (static); ``None``: every channel is.
 
     Returns:
       heatmap ``(N, H, W)`` in [0, 1] (the fused explanation map); attribution ``None``;
       extras: ``visualization_maps`` ``(N, B, H, W)`` (Eq. 12 per layer, before the fusion's
-      normalisation), ``layers`` (:class:`Layers`, ``.names``), ``num_scored`` ``(B,)`` masks
-      scored per layer, ``num_passing`` ``(N, B)`` maps that pass Eq. 7, ``num_selected``
-      ``(N, B)`` masks used in Eq. 12 (``num_passing`` unless ``max_masks`` cut them), ``mu``.
+      normalisation), ``layers`` (:class:`Layers`, ``.names``), ``num_scored`` ``(N, B)`` masked
+      images scored per image and layer (:func:`masks_scored`), ``num_passing`` ``(N, B)``
+      maps that pass Eq. 7, ``num_selected`` ``(N, B)`` masks used in Eq. 12 (``num_passing``
+      unless ``max_masks`` cut them), ``mu``.
 
     Examples:
       >>> import xaijax as xj, jax.numpy as jnp
@@ -298,7 +321,7 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
         def score_fn(z):
             return class_scores(f(z), ti, score)
 
-        vis, passing, used = [], [], []
+        vis, passing, used, scored = [], [], [], []
         for a, al, cnt in zip(acts_i, alphas_i, counts):
             keep = select_maps(al, mu)
             passing.append(jnp.sum(keep))
@@ -306,16 +329,17 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
                 idx = lax.top_k(al, cnt)[1]
                 a, keep = jnp.take(a, idx, axis=-1), keep[idx]
             used.append(jnp.sum(keep))
+            scored.append(masks_scored(used[-1], cnt, batch_size))
             vis.append(layer_visualization(score_fn, xi, a, keep.astype(jnp.float32),
                                            batch_size))
         vis = jnp.stack(vis)
         return (fuse(vis, bins), vis, jnp.stack(passing).astype(jnp.int32),
-                jnp.stack(used).astype(jnp.int32))
+                jnp.stack(used).astype(jnp.int32), jnp.stack(scored))
 
-    heat, vis, passing, used = jax.vmap(one)(x, target, acts, alphas)
+    heat, vis, passing, used, scored = jax.vmap(one)(x, target, acts, alphas)
     return Explanation(
         heatmap=heat, attribution=None,
         extras={"visualization_maps": vis, "layers": Layers(taps),
-                "num_scored": jnp.asarray(counts, jnp.int32), "num_passing": passing,
+                "num_scored": scored, "num_passing": passing,
                 "num_selected": used, "mu": mu},
         target=target, method="sise")
