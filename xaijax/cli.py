@@ -244,6 +244,8 @@ def cmd_methods(args) -> int:
     for name in xj.methods.available():
         inf = xj.methods.info(name)
         print(f"{name:24s} [{inf.needs}] {inf.summary}")
+        print(f"{'':24s}   paper: {inf.paper}")
+        print(f"{'':24s}   peer:  {inf.peer or 'none (tested on its paper properties)'}")
     return 0
 
 

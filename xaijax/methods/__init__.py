@@ -24,6 +24,12 @@ from xaijax.methods.cam import gradcam
 from xaijax.methods.cam import gradcam_pp
 from xaijax.methods.cam import guided_gradcam
 from xaijax.methods.cam import scorecam
+from xaijax.methods.cam import eigencam
+from xaijax.methods.cam import eigengradcam
+from xaijax.methods.cam import gradcam_elementwise
+from xaijax.methods.cam import hirescam
+from xaijax.methods.cam import layercam
+from xaijax.methods.cam import xgradcam
 from xaijax.methods.masks import extremal_perturbation
 from xaijax.methods.masks import meaningful_perturbation
 from xaijax.methods.perturbation import lime

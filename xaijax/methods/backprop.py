@@ -113,7 +113,10 @@ def _backprop(kind, model, x, target, tap, filter, start, stride_fix):
     return Explanation(heatmap=heatmap_maxabs(g), attribution=g, target=target, method=kind)
 
 
-@register("guided_backprop", static=_STATIC, needs="rules", validate=_validate)
+@register("guided_backprop",
+          paper="Springenberg et al. 2015, §3.4; stride fix: Oramas et al. 2019, §3.3",
+          peer="Captum GuidedBackprop",
+          static=_STATIC, needs="rules", validate=_validate)
 def guided_backprop(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
                     filter: Any = 0, start: str = "activation",
                     stride_fix: bool = False) -> Explanation:
@@ -149,7 +152,10 @@ def guided_backprop(model: Model, x: Array, target: Array, *, tap: Optional[str]
     return _backprop("guided_backprop", model, x, target, tap, filter, start, stride_fix)
 
 
-@register("deconvnet", static=_STATIC, needs="rules", validate=_validate)
+@register("deconvnet",
+          paper="Zeiler & Fergus 2014, §2.1; stride fix: Oramas et al. 2019, §3.3",
+          peer="Captum Deconvolution",
+          static=_STATIC, needs="rules", validate=_validate)
 def deconvnet(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
               filter: Any = 0, start: str = "activation", stride_fix: bool = False) -> Explanation:
     """DeconvNet: the backward pass with ReLUs passing back ``relu(g)`` (rectified signal,

@@ -1,8 +1,11 @@
 """Activation-based (CAM family) methods: CAM, Grad-CAM, Guided Grad-CAM, Grad-CAM++, Score-CAM,
-Ablation-CAM and FEM (survey §4.6, §5.3).
+Ablation-CAM and FEM (survey §4.6, §5.3); HiResCAM, XGrad-CAM, LayerCAM, Eigen-CAM and
+pytorch-grad-cam's EigenGrad-CAM and element-wise Grad-CAM.
 
 Every method here combines the feature maps ``A^k`` (``(N, h, w, K)``) of one tap with one weight
-per channel and image, ``L = sum_k w_k A^k``, then
+per channel and image, ``L = sum_k w_k A^k`` (HiResCAM, LayerCAM, element-wise Grad-CAM: one
+weight per channel and position, ``L = sum_k w^k_ij A^k_ij``, the last summing only the
+positive terms; EigenGrad-CAM combines the channels of ``dy/dA ⊙ A``), then
 
 * ReLUs the low-resolution map (all methods but FEM, as their papers do),
 * upsamples it bilinearly to the input size (:func:`xaijax.methods.base.upsample`, torch's
@@ -12,7 +15,9 @@ per channel and image, ``L = sum_k w_k A^k``, then
   not normalised unless asked").
 
 ``extras`` holds ``"low_res"`` (the ReLU'd map at the tap's resolution, ``(N, h, w)``; FEM: the
-un-normalised map) and ``"weights"`` (the channel weights, ``(N, K)``).
+un-normalised map) and ``"weights"`` (the channel weights, ``(N, K)``; the position-wise
+methods: ``(N, h, w, K)``; Eigen-CAM / EigenGrad-CAM: the first right singular vector, with the
+signed map before the ReLU in ``"projection"``).
 
 The layer is chosen with the static ``tap`` option (any tap with a spatial ``(N, h, w, C)``
 activation, including block outputs of lower layers, or one of the model's aliases; default
@@ -41,10 +46,26 @@ Comparison with the peer libraries (tested in ``tests/methods/test_cam_parity.py
 * pytorch-grad-cam's ``FEM`` weights each channel by the fraction of its pixels above the
   threshold and multiplies the activations (``k = 2``); ours is the survey's Eq. 26 (binary maps
   weighted by the channel means, ``K = 1``), so it is tested on its own properties.
+
+The variants are compared with pytorch-grad-cam in ``tests/methods/test_cam_variants.py``:
+
+* ``HiResCAM``, ``LayerCAM`` and ``GradCAMElementWise`` are the papers' (or, for the last, its
+  own) definitions; they match ours directly. pytorch-grad-cam's ``LayerCAM`` given several
+  layers averages their min-max normalised maps; the LayerCAM paper fuses layers by the
+  element-wise maximum after a ``tanh`` rescaling of shallow layers, which ``layercam`` offers
+  per layer (``gamma=``) and leaves the fusion to the caller.
+* ``XGradCAM`` adds ``1e-7`` to the denominator ``sum A^k``; ours divides exactly (the paper)
+  and takes ``eps=`` for the peer's convention (the difference is below the tolerance).
+* ``EigenCAM`` / ``EigenGradCAM`` centre the channels before the SVD and keep LAPACK's arbitrary
+  sign of the singular vector; ``eigencam`` follows the paper (no centring; ``center=True`` for
+  the peer's PCA), ``eigengradcam`` the peer (``center=True`` by default), and both fix the sign
+  so the map correlates positively with the channel sum (:func:`eigen_projection`). The tests
+  compare the signed projections up to that sign.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Tuple
 
 import jax
@@ -150,7 +171,10 @@ def _dense_kernel(model: Model, dense_tap: str) -> Array:
     return p["kernel"]
 
 
-@register("cam", static=("tap", "normalize"), needs="taps")
+@register("cam",
+          paper="Zhou et al. 2016, Eq. 2 (M_c = sum_k w_k^c f_k)",
+          peer="dense weights x feature maps by hand (torch hooks)",
+          static=("tap", "normalize"), needs="taps")
 def cam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
         normalize: bool = False) -> Explanation:
     """Class Activation Mapping: the last features weighted by the dense layer's class weights.
@@ -211,7 +235,10 @@ def cam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
 # Grad-CAM and Grad-CAM++
 
 
-@register("gradcam", static=("tap", "normalize"), needs="taps")
+@register("gradcam",
+          paper="Selvaraju et al. 2017, Eq. 1-2",
+          peer="pytorch-grad-cam GradCAM, Captum LayerGradCam",
+          static=("tap", "normalize"), needs="taps")
 def gradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
             normalize: bool = False) -> Explanation:
     """Grad-CAM: feature maps weighted by their spatially averaged gradients, then ReLU.
@@ -247,7 +274,10 @@ def gradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
                    normalize=normalize)
 
 
-@register("gradcam_pp", static=("tap", "normalize"), needs="taps")
+@register("gradcam_pp",
+          paper="Chattopadhay et al. 2018, Eq. 19 (closed-form alphas)",
+          peer="pytorch-grad-cam GradCAMPlusPlus",
+          static=("tap", "normalize"), needs="taps")
 def gradcam_pp(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
                normalize: bool = False, eps: float = 1e-6) -> Explanation:
     """Grad-CAM++: pixel-wise weighted positive gradients (second and third order terms).
@@ -298,7 +328,10 @@ def gradcam_pp(model: Model, x: Array, target: Array, *, tap: Optional[str] = No
                    normalize=normalize)
 
 
-@register("guided_gradcam", static=("tap", "normalize"), needs="rules")
+@register("guided_gradcam",
+          paper="Selvaraju et al. 2017, §3.1 (Grad-CAM x guided backprop)",
+          peer="Captum GuidedGradCam",
+          static=("tap", "normalize"), needs="rules")
 def guided_gradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
                    normalize: bool = False) -> Explanation:
     """Guided Grad-CAM: guided backpropagation multiplied by the upsampled Grad-CAM map.
@@ -343,7 +376,10 @@ def guided_gradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] 
 # Score-CAM
 
 
-@register("scorecam", static=("tap", "normalize", "batch_size", "softmax", "align_corners"),
+@register("scorecam",
+          paper="Wang et al. 2020, Eq. 6-8 (channel-wise increase of confidence)",
+          peer="pytorch-grad-cam ScoreCAM",
+          static=("tap", "normalize", "batch_size", "softmax", "align_corners"),
           needs="taps")
 def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
              normalize: bool = False, batch_size: int = 32, softmax: str = "classes",
@@ -430,7 +466,10 @@ def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None
 # Ablation-CAM
 
 
-@register("ablationcam", static=("tap", "normalize", "batch_size"), needs="taps")
+@register("ablationcam",
+          paper="Desai & Ramaswamy 2020, Eq. 2-3 (slope of the score on ablating a channel)",
+          peer="pytorch-grad-cam AblationCAM",
+          static=("tap", "normalize", "batch_size"), needs="taps")
 def ablationcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
                 normalize: bool = False, batch_size: int = 32) -> Explanation:
     """Ablation-CAM: each channel is weighted by the relative drop of the class score when the
@@ -515,7 +554,11 @@ def fem_map(acts: Array, k_sigma: Array | float = 1.0) -> Tuple[Array, Array]:
     return _combine(binary, mu), mu
 
 
-@register("fem", static=("tap", "normalize"), needs="taps")
+@register("fem",
+          paper="Fuad et al. 2020; survey §4.6, Eq. 26 (K-sigma binary maps weighted by "
+                "channel means)",
+          peer="",
+          static=("tap", "normalize"), needs="taps")
 def fem(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
         normalize: bool = True, k: float = 1.0) -> Explanation:
     """Feature-based Explanation Method: the rare, strong features of the last conv layer.
@@ -552,3 +595,379 @@ def fem(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
     _, acts = _activations(model, x, t, "fem")
     low, mu = fem_map(acts, k)
     return _finish(low, mu, x, target, "fem", relu=False, normalize=normalize)
+
+
+# ------------------------------------------------------------------------------------------------
+# option checks of the variants below (validate=: run by xj.explain / bind on concrete values)
+
+
+def _check_real(value: Any, name: str, method: str, *, positive: bool) -> float:
+    """``value`` as a finite float (> 0 or >= 0), or a ValueError naming method and option."""
+    what = "a finite float > 0" if positive else "a finite float >= 0"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"method {method!r}: {name} must be {what}; got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"method {method!r}: {name} must be {what}; got {value!r}")
+    return v
+
+
+def _check_bool(value: Any, name: str, method: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"method {method!r}: {name} must be True or False; got {value!r}")
+    return value
+
+
+def _validate_xgradcam(model, x, opts) -> None:
+    if "eps" in opts:
+        _check_real(opts["eps"], "eps", "xgradcam", positive=False)
+
+
+def _validate_layercam(model, x, opts) -> None:
+    if opts.get("gamma") is not None:
+        _check_real(opts["gamma"], "gamma", "layercam", positive=True)
+
+
+def _validate_center(method: str):
+    def validate(model, x, opts) -> None:
+        if "center" in opts:
+            _check_bool(opts["center"], "center", method)
+
+    return validate
+
+
+# ------------------------------------------------------------------------------------------------
+# HiResCAM, Grad-CAM element-wise, LayerCAM: one weight per channel *and position*
+
+
+def _combine_pixelwise(acts: Array, weights: Array) -> Array:
+    """``sum_k w^k_ij A^k_ij``: ``(N, h, w, K) x (N, h, w, K) -> (N, h, w)``."""
+    return jnp.sum(weights * acts, axis=-1)
+
+
+@register("hirescam", static=("tap", "normalize"), needs="taps",
+          paper="Draelos & Carin 2020, HiResCAM map sum_k dy^c/dA^k * A^k (element-wise)",
+          peer="pytorch-grad-cam HiResCAM")
+def hirescam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+             normalize: bool = False) -> Explanation:
+    """HiResCAM: each feature map multiplied element-wise by its gradient, summed over channels.
+
+    ``L = ReLU(sum_k g^k ⊙ A^k)`` with ``g^k = dy^c / dA^k`` (the HiResCAM definition). Grad-CAM
+    averages ``g^k`` over the positions first; HiResCAM keeps it per position, so it shows only
+    the locations the score actually depends on. When the gradient is spatially constant (a
+    global-average-pooling + dense head, the CAM architecture) the two coincide, and both are
+    CAM divided by ``h * w`` (the paper's "HiResCAM generalises CAM"). Before the ReLU the map
+    sums to ``sum g ⊙ A`` (gradient x activation at the tap).
+
+    The ReLU is this module's convention, shared with pytorch-grad-cam (``get_cam_image`` is the
+    signed sum; its base class ReLUs it).
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)`` and ``weights`` (the per-position
+      weights ``g``, ``(N, h, w, K)``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> ex = xj.methods.hirescam(m, jnp.ones((1, 32, 32, 3)), jnp.array([3]), tap="relu4")
+      >>> ex.heatmap.shape, ex.extras["weights"].shape
+      ((1, 32, 32), (1, 16, 16, 32))
+
+    References:
+      Draelos & Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+      convolutional neural networks" (arXiv:2011.08891), the HiResCAM definition and its
+      CAM-equivalence proof.
+    """
+    t = _resolve_tap(model, tap, "hirescam")
+    _, acts, g = _activations_and_gradients(model, x, target, t, "hirescam")
+    return _finish(_combine_pixelwise(acts, g), g, x, target, "hirescam", relu=True,
+                   normalize=normalize)
+
+
+@register("gradcam_elementwise", static=("tap", "normalize"), needs="taps",
+          paper="none: pytorch-grad-cam's variant of Grad-CAM (Selvaraju et al. 2017), "
+                "sum_k ReLU(dy^c/dA^k * A^k)",
+          peer="pytorch-grad-cam GradCAMElementWise")
+def gradcam_elementwise(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+                        normalize: bool = False) -> Explanation:
+    """Grad-CAM element-wise: the positive parts of the gradient x activation terms, summed.
+
+    ``L = sum_k ReLU(g^k ⊙ A^k)`` with ``g^k = dy^c / dA^k``: HiResCAM with the ReLU moved
+    inside the channel sum, so channels that speak against the class at a position no longer
+    cancel those that speak for it (pointwise ``L >= HiResCAM``). This is pytorch-grad-cam's
+    ``GradCAMElementWise``; no paper defines it, the peer is the reference.
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` (the gradients ``g``,
+      ``(N, h, w, K)``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> h = xj.methods.gradcam_elementwise(m, jnp.ones((1, 32, 32, 3)), jnp.array([3])).heatmap
+      >>> h.shape, bool(h.min() >= 0)
+      ((1, 32, 32), True)
+
+    References:
+      pytorch-grad-cam (Gildenblat et al.), ``GradCAMElementWise``; Selvaraju et al. 2017,
+      "Grad-CAM", §3, Eq. 1–2 (the averaged form).
+    """
+    t = _resolve_tap(model, tap, "gradcam_elementwise")
+    _, acts, g = _activations_and_gradients(model, x, target, t, "gradcam_elementwise")
+    low = jnp.sum(jax.nn.relu(g * acts), axis=-1)
+    return _finish(low, g, x, target, "gradcam_elementwise", relu=True, normalize=normalize)
+
+
+@register("layercam", static=("tap", "normalize"), needs="taps", validate=_validate_layercam,
+          paper="Jiang et al. 2021, LayerCAM: ReLU(sum_k ReLU(dy^c/dA^k) * A^k); "
+                "tanh(gamma M / max M) for shallow layers",
+          peer="pytorch-grad-cam LayerCAM")
+def layercam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+             normalize: bool = False, gamma: Optional[float] = None) -> Explanation:
+    """LayerCAM: feature maps weighted per position by their positive gradients.
+
+    ``w^k_ij = ReLU(g^k_ij)`` with ``g^k = dy^c / dA^k``, ``L = ReLU(sum_k w^k_ij A^k_ij)``
+    (LayerCAM's position-wise weights and map). Unlike Grad-CAM it gives reliable maps at
+    shallow layers too: pass any block output as ``tap``.
+
+    For shallow layers the paper rescales the map before fusing it with deeper ones,
+    ``M <- tanh(gamma M / max M)`` (``gamma = 2``); ``gamma=`` applies that scaling to
+    ``low_res`` (``None``, the default: no scaling, as pytorch-grad-cam). Fusing several layers
+    is left to the caller (the paper takes the element-wise maximum of the layers' upsampled
+    maps; pytorch-grad-cam, given several layers, min-max normalises and averages them).
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+      gamma: the shallow-layer scale factor (traced float > 0), or ``None``.
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)`` (after the tanh scaling when
+      ``gamma`` is given), ``weights`` (``ReLU(g)``, ``(N, h, w, K)``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> ex = xj.methods.layercam(m, jnp.ones((1, 32, 32, 3)), jnp.array([3]), tap="relu2",
+      ...                          gamma=2.0)
+      >>> ex.extras["low_res"].shape, bool(ex.extras["low_res"].max() <= 1.0)
+      ((1, 32, 32), True)
+
+    References:
+      Jiang et al. 2021, "LayerCAM: Exploring Hierarchical Class Activation Maps for
+      Localization" (IEEE TIP 30), §III: position-wise weights ``ReLU(g)``, the map, and the
+      ``tanh`` scaling of shallow layers' maps.
+    """
+    t = _resolve_tap(model, tap, "layercam")
+    _, acts, g = _activations_and_gradients(model, x, target, t, "layercam")
+    w = jax.nn.relu(g)
+    low = jax.nn.relu(_combine_pixelwise(acts, w))
+    if gamma is not None:
+        top = jnp.max(low, axis=(1, 2), keepdims=True)
+        low = jnp.tanh(gamma * low / jnp.where(top > 0, top, 1.0))
+    return _finish(low, w, x, target, "layercam", relu=True, normalize=normalize)
+
+
+# ------------------------------------------------------------------------------------------------
+# XGrad-CAM
+
+
+@register("xgradcam", static=("tap", "normalize"), needs="taps", validate=_validate_xgradcam,
+          paper="Fu et al. 2020, XGrad-CAM weights "
+                "alpha_k = sum_ij (A^k_ij / sum_ab A^k_ab) dy^c/dA^k_ij",
+          peer="pytorch-grad-cam XGradCAM")
+def xgradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+             normalize: bool = False, eps: float = 0.0) -> Explanation:
+    """XGrad-CAM: gradients averaged with the feature map's own values as weights.
+
+    ``alpha_k = sum_ij (A^k_ij / sum_ab A^k_ab) g^k_ij`` with ``g^k = dy^c / dA^k`` (the weights
+    that best satisfy the paper's Sensitivity and Conservation axioms),
+    ``L = ReLU(sum_k alpha_k A^k)``. Before the ReLU the map sums to ``sum g ⊙ A``, which is
+    ``y^c`` minus the head's bias for a head that is linear in the tap (Conservation). With a
+    spatially constant gradient (GAP + dense head) XGrad-CAM equals Grad-CAM.
+
+    The paper divides exactly (its features are post-ReLU, so ``sum_ab A^k_ab = 0`` only for a
+    channel that is zero everywhere; such channels get ``alpha_k = 0``). pytorch-grad-cam adds
+    ``1e-7`` to the denominator: ``eps=1e-7`` reproduces it. On taps with negative values the
+    denominator can approach zero; prefer post-ReLU taps.
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+      eps: added to ``sum_ab A^k_ab`` (traced float >= 0; default 0, the paper).
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` ``(N, K)``.
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> ex = xj.methods.xgradcam(m, jnp.ones((2, 32, 32, 3)), jnp.array([0, 1]))
+      >>> ex.extras["weights"].shape
+      (2, 64)
+
+    References:
+      Fu et al. 2020, "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of
+      CNNs" (BMVC), §3: the Sensitivity and Conservation axioms and the closed-form weights.
+    """
+    t = _resolve_tap(model, tap, "xgradcam")
+    _, acts, g = _activations_and_gradients(model, x, target, t, "xgradcam")
+    denom = jnp.sum(acts, axis=(1, 2)) + eps
+    num = jnp.sum(g * acts, axis=(1, 2))
+    weights = jnp.where(denom != 0, num / jnp.where(denom != 0, denom, 1.0), 0.0)
+    return _finish(_combine(acts, weights), weights, x, target, "xgradcam", relu=True,
+                   normalize=normalize)
+
+
+# ------------------------------------------------------------------------------------------------
+# Eigen-CAM, EigenGrad-CAM
+
+
+def eigen_projection(maps: Array, center: bool = False) -> Tuple[Array, Array]:
+    """Each position's channel vector projected on the first right singular vector.
+
+    With ``O`` the ``(h w, K)`` matrix of an image's maps (one row per position), ``O = U S V^T``,
+    the projection is ``O V_1 = s_1 U_1`` (Eigen-CAM's map). The sign of a singular vector is
+    arbitrary; it is fixed here so that ``sum_k V_1k >= 0``, i.e. so that the projection is
+    positively correlated with the channel sum ``sum_k O_:k`` (``p^T O 1 = s_1^2 V_1^T 1``).
+    For non-negative maps without centring that makes the projection non-negative.
+
+    Args:
+      maps: ``(N, h, w, K)``.
+      center: subtract each channel's spatial mean first (principal component analysis, as
+        pytorch-grad-cam does); static.
+
+    Returns:
+      ``(P, v)``: the projection ``(N, h, w)`` and ``V_1`` ``(N, K)`` (unit norm).
+    """
+    n, h, w, k = maps.shape
+    flat = maps.reshape(n, h * w, k)
+    if center:
+        flat = flat - jnp.mean(flat, axis=1, keepdims=True)
+    _, _, vt = jnp.linalg.svd(flat, full_matrices=False)
+    v = vt[:, 0, :]
+    v = jnp.where(jnp.sum(v, axis=-1, keepdims=True) < 0, -v, v)
+    proj = jnp.einsum("npk,nk->np", flat, v, precision=lax.Precision.HIGHEST)
+    return proj.reshape(n, h, w), v
+
+
+@register("eigencam", static=("tap", "normalize", "center"), needs="taps",
+          validate=_validate_center("eigencam"),
+          paper="Muhammad & Yeasin 2020, Eigen-CAM map O V_1 (first right singular vector)",
+          peer="pytorch-grad-cam EigenCAM")
+def eigencam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+             normalize: bool = False, center: bool = False) -> Explanation:
+    """Eigen-CAM: the feature maps projected on their first principal direction.
+
+    With ``O`` the ``(h w, K)`` matrix of the tap's activations and ``O = U S V^T`` its SVD, the
+    map is ``L = ReLU(O V_1)`` (Eigen-CAM's projection on the first right singular vector), a
+    CAM whose channel weights are ``V_1``. No gradient and no class score enter: the map is the
+    same for every target (accepted and returned for a uniform API).
+
+    Conventions (see :func:`eigen_projection`): the SVD's sign is fixed so that the map
+    correlates positively with the sum of the feature maps (the paper leaves it open;
+    pytorch-grad-cam keeps whatever sign LAPACK returns, so its map can come out inverted and
+    then ReLU'd away). ``center=False`` (default) is the paper's ``O V_1``;
+    ``center=True`` subtracts each channel's spatial mean first, as pytorch-grad-cam does (PCA
+    proper; the map then has zero mean, so about half of it is cut by the ReLU).
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image (unused by the method).
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+      center: centre the channels before the SVD (static; see above).
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` (``V_1``, ``(N, K)``)
+      and ``projection`` (the signed map before the ReLU, ``(N, h, w)``).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> x = jnp.linspace(-1, 1, 2 * 32 * 32 * 3).reshape(2, 32, 32, 3)
+      >>> a = xj.methods.eigencam(m, x, jnp.array([0, 1])).heatmap
+      >>> b = xj.methods.eigencam(m, x, jnp.array([5, 9])).heatmap
+      >>> bool(jnp.all(a == b))
+      True
+
+    References:
+      Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Principal Components"
+      (IJCNN; arXiv:2008.00299), §III: the SVD of the feature matrix and the projection on its
+      first eigenvector.
+    """
+    _check_bool(center, "center", "eigencam")
+    t = _resolve_tap(model, tap, "eigencam")
+    _, acts = _activations(model, x, t, "eigencam")
+    proj, v = eigen_projection(acts, center)
+    return _finish(proj, v, x, target, "eigencam", relu=True, normalize=normalize,
+                   projection=proj)
+
+
+@register("eigengradcam", static=("tap", "normalize", "center"), needs="taps",
+          validate=_validate_center("eigengradcam"),
+          paper="none: pytorch-grad-cam's variant of Eigen-CAM (Muhammad & Yeasin 2020) on "
+                "dy^c/dA * A",
+          peer="pytorch-grad-cam EigenGradCAM")
+def eigengradcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None,
+                 normalize: bool = False, center: bool = True) -> Explanation:
+    """EigenGrad-CAM: the first principal component of the gradient x activation maps.
+
+    Eigen-CAM's projection (:func:`eigen_projection`) applied to ``g ⊙ A`` instead of ``A``
+    (``g = dy^c / dA``), which makes it class specific: ``L = ReLU((g ⊙ A) V_1)``. This is
+    pytorch-grad-cam's ``EigenGradCAM``; no paper defines it, so the default follows the peer
+    (``center=True``: channels centred before the SVD). The sign convention is ours (the map
+    correlates positively with ``sum_k g^k ⊙ A^k``, HiResCAM's signed map); the peer keeps
+    LAPACK's arbitrary sign.
+
+    Args:
+      model: a zoo Model.
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static; default ``model.spec.cam_tap``).
+      normalize: min-max normalise each heatmap to [0, 1].
+      center: centre the channels of ``g ⊙ A`` before the SVD (static; default ``True``, the
+        peer's definition).
+
+    Returns:
+      heatmap ``(N, H, W)``; extras ``low_res`` ``(N, h, w)``, ``weights`` (``V_1``, the weights
+      of the channels of ``g ⊙ A``, ``(N, K)``) and ``projection`` (the signed map).
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> xj.methods.eigengradcam(m, jnp.ones((1, 32, 32, 3)), jnp.array([3])).heatmap.shape
+      (1, 32, 32)
+
+    References:
+      pytorch-grad-cam (Gildenblat et al.), ``EigenGradCAM``; Muhammad & Yeasin 2020,
+      "Eigen-CAM" (arXiv:2008.00299), §III.
+    """
+    _check_bool(center, "center", "eigengradcam")
+    t = _resolve_tap(model, tap, "eigengradcam")
+    _, acts, g = _activations_and_gradients(model, x, target, t, "eigengradcam")
+    proj, v = eigen_projection(g * acts, center)
+    return _finish(proj, v, x, target, "eigengradcam", relu=True, normalize=normalize,
+                   projection=proj)

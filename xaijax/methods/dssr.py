@@ -141,7 +141,10 @@ def dssr_loss(f_score, x: Array, r: Array, m: Array, lam: Array, *,
     return s_del - s_pre - lam * reg, (s_del, s_pre, reg)
 
 
-@register("dssr", static=("iterations", "k1", "s1", "p1", "k2", "s2", "p2", "reference_space"),
+@register("dssr",
+          paper="Gu 2020, DSSR Eq. 1-4 (smallest deleting and supporting regions)",
+          peer="",
+          static=("iterations", "k1", "s1", "p1", "k2", "s2", "p2", "reference_space"),
           needs="function")
 def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
          lam: float = 10.0 / 224 ** 2, lam_small: Optional[float] = None, theta: float = 0.5,

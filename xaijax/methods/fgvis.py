@@ -186,7 +186,10 @@ def select_lambda(scores: Array, score_image: Array, *, game: str, keep_ratio: f
     return jnp.where(jnp.any(ok), last_ok, 0).astype(jnp.int32)
 
 
-@register("fgvis", static=("game", "iterations", "similarity", "defense", "optimizer",
+@register("fgvis",
+          paper="Wagner et al. 2019, Eq. 1-6 (mask games, gradient-filter defense)",
+          peer="",
+          static=("game", "iterations", "similarity", "defense", "optimizer",
                            "defense_taps"), needs="function")
 def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
           lam: Optional[Any] = None, lam_candidates: Sequence[float] = DEFAULT_LAMS,

@@ -32,7 +32,9 @@ def heatmap_sum(a: Array) -> Array:
     return jnp.sum(a, axis=-1)
 
 
-@register("gradient")
+@register("gradient",
+          paper="Simonyan et al. 2014, §3.1 (|dS_c/dx|, max over channels)",
+          peer="Captum Saliency")
 def gradient(model: Any, x: Array, target: Array) -> Explanation:
     """Gradient saliency (Simonyan et al. 2014): max over channels of |∂S_c/∂x|.
 
@@ -58,7 +60,10 @@ def gradient(model: Any, x: Array, target: Array) -> Explanation:
                        method="gradient")
 
 
-@register("input_x_gradient", signed=True)
+@register("input_x_gradient",
+          paper="Shrikumar et al. 2016; survey Eq. 3-4 (x * dS_c/dx)",
+          peer="Captum InputXGradient",
+          signed=True)
 def input_x_gradient(model: Any, x: Array, target: Array) -> Explanation:
     """Gradient × Input: ``x ⊙ ∂S_c/∂x``, the first-order Taylor term of survey Eq. 3–4.
 
@@ -222,7 +227,10 @@ def chunked_sum(fn: Callable[[Array], Any], xs: Array, chunk: int) -> Any:
     return total
 
 
-@register("integrated_gradients", static=("steps", "method", "baseline", "internal_batch_size",
+@register("integrated_gradients",
+          paper="Sundararajan et al. 2017, Eq. 1 and its Riemann sum (§5)",
+          peer="Captum IntegratedGradients",
+          static=("steps", "method", "baseline", "internal_batch_size",
                                           "blur_sigma"), signed=True)
 def integrated_gradients(model: Any, x: Array, target: Array, *, baseline: str = "zeros",
                          baseline_array: Optional[Array] = None, steps: int = 50,
@@ -405,7 +413,10 @@ def _noisy(kind, model, x, target, base, sigma, n_samples, key, noise, internal_
                         internal_batch_size=internal_batch_size, base_options=base_options)
 
 
-@register("smoothgrad", static=_NT_STATIC)
+@register("smoothgrad",
+          paper="Smilkov et al. 2017, Eq. 4",
+          peer="Captum NoiseTunnel(smoothgrad)",
+          static=_NT_STATIC)
 def smoothgrad(model: Any, x: Array, target: Array, *, base: str = "gradient",
                sigma: float = 0.15, n_samples: int = 50, key: Optional[Array] = None,
                noise: Optional[Array] = None, internal_batch_size: Optional[int] = None,
@@ -461,7 +472,10 @@ def smoothgrad(model: Any, x: Array, target: Array, *, base: str = "gradient",
                   internal_batch_size, base_options)
 
 
-@register("vargrad", static=_NT_STATIC)
+@register("vargrad",
+          paper="Adebayo et al. 2018, VarGrad (variance of noisy gradients)",
+          peer="Captum NoiseTunnel(vargrad)",
+          static=_NT_STATIC)
 def vargrad(model: Any, x: Array, target: Array, *, base: str = "gradient",
             sigma: float = 0.15, n_samples: int = 50, key: Optional[Array] = None,
             noise: Optional[Array] = None, internal_batch_size: Optional[int] = None,
@@ -530,7 +544,10 @@ def _bias_layers(model: Model, x: Array) -> Dict[str, Tuple[int, ...]]:
     return found
 
 
-@register("fullgrad", needs="rules")
+@register("fullgrad",
+          paper="Srinivas & Fleuret 2019, Eq. 6-7 (full-gradient aggregate)",
+          peer="pytorch-grad-cam FullGrad",
+          needs="rules")
 def fullgrad(model: Model, x: Array, target: Array) -> Explanation:
     """FullGrad: input-gradient × input plus bias-gradient × bias of every layer.
 

@@ -408,6 +408,8 @@ _GAMES = ("deletion", "preservation")
 
 
 @register("meaningful_perturbation",
+          paper="Fong & Vedaldi 2017, Eq. 3-4 (deletion / preservation games)",
+          peer="",
           static=("iterations", "mask_size", "blur_sigma", "jitter", "game"))
 def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: int = 300,
                             learning_rate=0.1, l1_coeff=1e-4, tv_coeff=1e-2, tv_beta=3.0,
@@ -557,6 +559,8 @@ def _ranked_reference(full: Array, counts: Array, max_count: int) -> Array:
 
 
 @register("extremal_perturbation",
+          paper="Fong, Patrick & Vedaldi 2019, Eq. 5-8 (area constraint, smooth masks)",
+          peer="TorchRay extremal_perturbation",
           static=("areas", "max_iter", "num_levels", "max_blur", "step", "sigma", "jitter",
                   "variant", "reward"))
 def extremal_perturbation(model: Any, x: Array, target: Array, *,

@@ -53,7 +53,11 @@ def _scalar(v: Any, name: str) -> float:
     return float(a)
 
 
-@register("lrp", static=("composite", "canonize"), needs="rules", signed=True,
+@register("lrp",
+          paper="Bach et al. 2015; Montavon et al. 2019, Eq. 1-6 (0, eps, gamma, alpha-beta, "
+                "z+, zB rules)",
+          peer="Zennit composites",
+          static=("composite", "canonize"), needs="rules", signed=True,
           validate=_validate_lrp)
 def lrp(model: Any, x: Array, target: Array, *, composite: Any = "epsilon_plus",
         epsilon: Any = 1e-6, gamma: Any = 0.25, alpha: Any = 2.0, beta: Any = 1.0,
@@ -126,7 +130,10 @@ def lrp(model: Any, x: Array, target: Array, *, composite: Any = "epsilon_plus",
                        target=target, method="lrp")
 
 
-@register("deeplift", static=("rule", "maxpool"), needs="rules", signed=True)
+@register("deeplift",
+          paper="Shrikumar et al. 2017, Eq. 1-3, Rescale (§3.5.1) and RevealCancel (§3.5.3)",
+          peer="Captum DeepLift",
+          static=("rule", "maxpool"), needs="rules", signed=True)
 def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] = None,
              rule: str = "rescale", maxpool: str = "rule") -> Explanation:
     """DeepLIFT: contributions of ``x − x⁰`` to ``S_c(x) − S_c(x⁰)`` (survey §5.2).
