@@ -32,10 +32,36 @@ def test_cli_errors_are_clear(tmp_path):
 
 
 def test_cli_lists_methods_and_models(capsys):
+    import xaijax as xj
+
     assert cli.main(["methods"]) == 0
-    assert "gradient" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in xj.methods.available():
+        inf = xj.methods.info(name)
+        assert inf.paper, f"method {name!r} names no paper (register(..., paper=...))"
+        assert f"{name:24s}" in out and inf.paper in out and (inf.peer or "none") in out
     assert cli.main(["models"]) == 0
     assert "vgg16" in capsys.readouterr().out
+
+
+def test_readme_method_table_lists_every_method():
+    """The README's table of methods names every registered method and its peer library."""
+    import re
+    from pathlib import Path
+
+    import xaijax as xj
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [ln for ln in readme.splitlines() if ln.startswith("| ")]
+    listed = {m for ln in rows for m in re.findall(r"`([a-z0-9_]+)`", ln.split("|")[2])}
+    missing = sorted(set(xj.methods.available()) - listed)
+    assert not missing, f"README's method table lacks {missing}"
+    for name in xj.methods.available():
+        peer = xj.methods.info(name).peer
+        lib = peer.split()[0] if peer else ""
+        if lib in ("Captum", "Zennit", "TorchRay", "PAIR", "pytorch-grad-cam"):
+            row = next(ln for ln in rows if f"`{name}`" in ln.split("|")[2])
+            assert lib.lower() in row.lower(), f"README row of {name!r} does not name {lib}"
 
 
 def test_cli_evaluate_prints_the_table_and_writes_csv(tmp_path, capsys):

@@ -38,5 +38,13 @@ from xaijax.methods.perturbation import rise
 from xaijax.methods.fgvis import fgvis
 from xaijax.methods.relevance import deeplift
 from xaijax.methods.relevance import lrp
+from xaijax.methods.shapley import deeplift_shap
+from xaijax.methods.shapley import feature_ablation
+from xaijax.methods.shapley import gradient_shap
+from xaijax.methods.shapley import kernel_shap
+from xaijax.methods.shapley import shapley_sampling
+from xaijax.methods.paths import blur_ig
+from xaijax.methods.paths import guided_ig
+from xaijax.methods.paths import xrai
 from xaijax.methods.dssr import dssr
 from xaijax.methods.sise import sise

@@ -61,7 +61,10 @@ def _window_masks(size: int, window: int, stride: int) -> np.ndarray:
     return ((i >= starts) & (i < starts + window)).astype(np.float32)
 
 
-@register("occlusion", static=("window", "strides", "batch_size", "score"), signed=True)
+@register("occlusion",
+          paper="Zeiler & Fergus 2014, §4.2 (occlusion sensitivity)",
+          peer="Captum Occlusion",
+          static=("window", "strides", "batch_size", "score"), signed=True)
 def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
               strides: Any = (8, 8), baseline: Any = 0.0, batch_size: int = 64,
               score: str = "logit") -> Explanation:
@@ -172,7 +175,10 @@ def rise_masks(key: Array, num_masks: int, size: Tuple[int, int], grid_size: int
     return jax.vmap(lambda m, s: jax.lax.dynamic_slice(m, (s[0], s[1]), (h, w)))(up, shifts)
 
 
-@register("rise", static=("num_masks", "grid_size", "p1", "batch_size", "score"))
+@register("rise",
+          paper="Petsiuk et al. 2018, Eq. 6-7 (Monte-Carlo estimate over random masks)",
+          peer="TorchRay rise",
+          static=("num_masks", "grid_size", "p1", "batch_size", "score"))
 def rise(model: Any, x: Array, target: Array, *, num_masks: int = 4000, grid_size: int = 7,
          p1: float = 0.5, batch_size: int = 100, key: Optional[Array] = None,
          masks: Optional[Array] = None, score: str = "softmax") -> Explanation:
@@ -321,6 +327,43 @@ def slic_segments(image: Array, num_segments: int = 50, compactness: float = 1.0
     return assign(centres).reshape(h, w).astype(jnp.int32)
 
 
+def resolve_segments(x: Array, segments: Optional[Array], num_segments: int,
+                     segmentation: str = "slic", compactness: Any = 1.0,
+                     slic_iterations: int = 10) -> Tuple[Array, int]:
+    """The feature groups of each image: ``(N, H, W)`` int32 labels and their count ``K``.
+
+    Given ``segments`` (``(H, W)`` or ``(N, H, W)`` integer labels in ``[0, num_segments)``,
+    Captum's ``feature_mask``) they are used as they are, with ``K = num_segments``; otherwise
+    ``segmentation`` (``"slic"``: :func:`slic_segments` per image, ``"grid"``:
+    :func:`grid_segments`) makes ``K = gy·gx ≈ num_segments`` groups. Shared by LIME and the
+    Shapley / ablation methods (:mod:`xaijax.methods.shapley`).
+    """
+    if segmentation not in _SEGMENTATIONS:
+        raise ValueError(f"segmentation must be one of {_SEGMENTATIONS}; got {segmentation!r}")
+    n, h, w, _ = x.shape
+    if segments is not None:
+        segments = jnp.asarray(segments)
+        if segments.shape not in ((h, w), (n, h, w)):
+            raise ValueError(f"segments must have shape ({h}, {w}) or ({n}, {h}, {w}); got "
+                             f"{segments.shape}")
+        if segments.dtype.kind not in "iu":
+            raise TypeError(f"segments must hold integer labels; got dtype {segments.dtype}")
+        return jnp.broadcast_to(segments.astype(jnp.int32), (n, h, w)), int(num_segments)
+    gy, gx = _grid_shape(num_segments, h, w)
+    k = gy * gx
+    if segmentation == "grid":
+        return jnp.broadcast_to(grid_segments((h, w), k), (n, h, w)), k
+    return jax.vmap(lambda im: slic_segments(im, k, compactness, slic_iterations))(x), k
+
+
+def coalition_images(xi: Array, bi: Array, onehot: Array, z: Array) -> Array:
+    """``(B, H, W, C)``: image ``xi`` ``(H, W, C)`` with the groups where ``z`` ``(B, K)`` is 1
+    kept and the others replaced by ``bi`` (``onehot`` ``(H, W, K)``: the groups' indicators),
+    i.e. ``x ⊙ m + b ⊙ (1 − m)``, the interpretable-to-input map of LIME and Kernel SHAP."""
+    m = jnp.einsum("hwk,bk->bhw", onehot, z)[..., None]
+    return xi * m + bi * (1 - m)
+
+
 def weighted_ridge(z: Array, y: Array, weights: Array, alpha) -> Tuple[Array, Array]:
     """Closed-form weighted ridge regression with an unpenalised intercept.
 
@@ -353,6 +396,13 @@ def _validate_lime(model, x, opts) -> None:
     if "alpha" in opts and not float(np.asarray(opts["alpha"])) >= 0:
         raise ValueError(f"alpha (ridge penalty) must be >= 0; got "
                          f"{float(np.asarray(opts['alpha']))}")
+    check_segment_labels(opts)
+
+
+def check_segment_labels(opts) -> None:
+    """Given (concrete) ``segments``, their labels lie in ``[0, num_segments)``; a ValueError
+    naming the ``num_segments`` to pass otherwise (shared by every method with feature
+    groups)."""
     segs, k = opts.get("segments"), opts.get("num_segments")
     if segs is not None and k is not None and np.asarray(segs).dtype.kind in "iu":
         lo, hi = int(np.min(segs)), int(np.max(segs))
@@ -361,7 +411,10 @@ def _validate_lime(model, x, opts) -> None:
                              f"{lo}..{hi}; pass num_segments={hi + 1}")
 
 
-@register("lime", static=("num_samples", "num_segments", "segmentation", "batch_size", "score",
+@register("lime",
+          paper="Ribeiro et al. 2016, Eq. 1-2 (local weighted linear surrogate)",
+          peer="Captum Lime",
+          static=("num_samples", "num_segments", "segmentation", "batch_size", "score",
                           "kernel_space", "slic_iterations"), signed=True,
           validate=_validate_lime)
 def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
@@ -418,30 +471,14 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
       authors' ``lime_image`` and Captum).
     """
     _check_score_and_batch(score, batch_size, "lime")
-    if segmentation not in _SEGMENTATIONS:
-        raise ValueError(f"segmentation must be one of {_SEGMENTATIONS}; got {segmentation!r}")
     if kernel_space not in _KERNEL_SPACES:
         raise ValueError(f"kernel_space must be one of {_KERNEL_SPACES}; got {kernel_space!r}")
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2; got {num_samples}")
     n, h, w, c = x.shape
     f = logits_fn(model)
-    if segments is not None:
-        segments = jnp.asarray(segments)
-        if segments.shape not in ((h, w), (n, h, w)):
-            raise ValueError(f"segments must have shape ({h}, {w}) or ({n}, {h}, {w}); got "
-                             f"{segments.shape}")
-        if segments.dtype.kind not in "iu":
-            raise TypeError(f"segments must hold integer labels; got dtype {segments.dtype}")
-        segs = jnp.broadcast_to(segments.astype(jnp.int32), (n, h, w))
-        k = num_segments
-    else:
-        gy, gx = _grid_shape(num_segments, h, w)
-        k = gy * gx
-        if segmentation == "grid":
-            segs = jnp.broadcast_to(grid_segments((h, w), k), (n, h, w))
-        else:
-            segs = jax.vmap(lambda im: slic_segments(im, k, compactness, slic_iterations))(x)
+    segs, k = resolve_segments(x, segments, num_segments, segmentation, compactness,
+                               slic_iterations)
     keys = split_key(key, n)
     if samples is not None:
         samples = jnp.asarray(samples, jnp.float32)
@@ -460,8 +497,7 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
         xnorm = jnp.sqrt(jnp.sum(xi * xi))
 
         def chunk(idx):
-            m = jnp.einsum("hwk,bk->bhw", onehot, z[idx])[..., None]
-            xp = xi * m + bi * (1 - m)
+            xp = coalition_images(xi, bi, onehot, z[idx])
             dot = jnp.sum(xp * xi, axis=(1, 2, 3))
             pn = jnp.sqrt(jnp.sum(xp * xp, axis=(1, 2, 3)))
             return class_scores(f(xp), ti, score), dot, pn
