@@ -18,7 +18,8 @@ from xaijax.methods import base as mbase
 
 C = importlib.import_module("xaijax.methods.cam")  # the module (xaijax.methods.cam is the function)
 
-CAM_METHODS = ("cam", "gradcam", "guided_gradcam", "gradcam_pp", "scorecam", "ablationcam", "fem")
+CAM_METHODS = ("cam", "gradcam", "guided_gradcam", "gradcam_pp", "scorecam", "ablationcam", "fem",
+               "hirescam", "xgradcam", "layercam", "eigencam", "eigengradcam", "gradcam_elementwise")
 
 
 @pytest.fixture(scope="module")
