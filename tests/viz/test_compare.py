@@ -66,8 +66,11 @@ def test_compare_figure_layout_colour_maps_and_pixels(setup):
     fig = c.figure()
     axes = fig.get_axes()
     images = [a for a in axes if a.images]
-    bars = [a for a in axes if a not in images]
+    bars = [a.child_axes[0] for a in axes if a.child_axes]  # inset colour bars
     assert len(images) == 2 * 3 and len(bars) == 2  # photo + 2 maps per row, a bar per method
+    assert [a.get_xticklabels()[0].get_text() for a in bars] == ["0", "−max"]
+    assert all(b.get_position().y1 <= a.get_position().y0 for a in images[-2:]
+               for b in bars)  # under the last row
     titles = [a.get_title() for a in images]
     for j in range(2):
         for i, lb in enumerate(METHODS):
@@ -132,7 +135,7 @@ def test_sise_figure_has_a_column_per_block_and_the_fusion(setup):
     maps = _images_of(fig)
     assert len(maps) == 2 * (len(names) + 2)
     titles = [a.get_title() for a in maps[:len(names) + 2]]
-    assert titles[0] == "input" and titles[-1] == "fused"
+    assert titles[0] == "input\n" and titles[-1] == "fused\n"
     assert all(n in t and f"block {k + 1}" in t for k, (n, t) in enumerate(zip(names,
                                                                              titles[1:-1])))
     np.testing.assert_allclose(maps[-1].images[0].get_array(),

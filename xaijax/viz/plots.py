@@ -39,9 +39,16 @@ def _figure_cls():
 
 def display_map(heatmap: np.ndarray, signed: bool) -> np.ndarray:
     """One ``(H, W)`` map scaled for display: [-1, 1] with 0 kept at 0 when signed (divided by
-    the 99.5th percentile of |h|), [0, 1] otherwise (min to 99.5th percentile)."""
-    v = normalize(heatmap, signed=signed)
-    return 2.0 * v - 1.0 if signed else v
+    the 99.5th percentile of |h|); [0, 1] otherwise, from ``min(0, h.min())`` (0 for the usual
+    non-negative map, so a colour says "this fraction of the map's maximum") to the 99.5th
+    percentile."""
+    if signed:
+        return 2.0 * normalize(heatmap, signed=True) - 1.0
+    h = np.asarray(heatmap, np.float64)
+    if not np.isfinite(h).all():
+        raise ValueError("heatmap contains NaN or inf")
+    lo, hi = min(0.0, float(h.min())), float(np.percentile(h, 99.5))
+    return np.clip((h - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(h)
 
 
 def _imshow_map(ax, heatmap, signed, *, cmap, signed_cmap, photo=None, alpha=None):
@@ -54,12 +61,14 @@ def _imshow_map(ax, heatmap, signed, *, cmap, signed_cmap, photo=None, alpha=Non
                      vmin=lo, vmax=1.0, alpha=alpha, interpolation="nearest")
 
 
-def _colorbar(fig, mappable, axes, signed):
-    cb = fig.colorbar(mappable, ax=axes, location="bottom", shrink=0.8, aspect=12, pad=0.02)
+def _colorbar(fig, mappable, ax, signed, low="0"):
+    """A horizontal colour bar under the axes ``ax``, 80 % of its width."""
+    cax = ax.inset_axes([0.1, -0.13, 0.8, 0.06])
+    cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
     if signed:
         cb.set_ticks([-1, 0, 1], labels=["−max", "0", "+max"])
     else:
-        cb.set_ticks([0, 1], labels=["min", "max"])
+        cb.set_ticks([0, 1], labels=[low, "max"])
     cb.ax.tick_params(labelsize=6, length=2, pad=1)
     return cb
 
@@ -69,7 +78,7 @@ def _short(text: str, width: int = 18) -> str:
 
 
 def compare_figure(comparison, *, cmap: str = UNSIGNED_CMAP, signed_cmap: str = SIGNED_CMAP,
-                   alpha: Optional[float] = None, cell: float = 1.6):
+                   alpha: Optional[float] = None, cell: float = 2.0):
     """The comparison grid: rows are images, columns the photo then one column per method.
 
     Each map cell is titled with the method, the class explained with its probability, and
@@ -88,7 +97,7 @@ def compare_figure(comparison, *, cmap: str = UNSIGNED_CMAP, signed_cmap: str = 
     """
     c = comparison
     m, n = c.heatmaps.shape[:2]
-    fig = _figure_cls()(figsize=(cell * (m + 1), cell * (n + 0.5) + 0.6),
+    fig = _figure_cls()(figsize=(cell * (m + 1), cell * (n + 0.4) + 0.45),
                         layout="constrained")
     axes = fig.subplots(n, m + 1, squeeze=False)
     for j in range(n):
@@ -96,19 +105,20 @@ def compare_figure(comparison, *, cmap: str = UNSIGNED_CMAP, signed_cmap: str = 
         ax.imshow(c.photos[j])
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{_short(c.image_names[j])}\n{_short(c.class_names[j])} "
-                     f"{c.probability[j]:.2f}", fontsize=7)
+        ax.set_title(f"{_short(c.image_names[j], 24)}\n{_short(c.class_names[j], 20)} "
+                     f"{c.probability[j]:.2f}\n", fontsize=7)
         for i in range(m):
             ax = axes[j, i + 1]
             im = _imshow_map(ax, c.heatmaps[i, j], c.signed[i], cmap=cmap,
                              signed_cmap=signed_cmap, photo=c.photos[j], alpha=alpha)
-            ax.set_title(f"{_short(c.labels[i])}\n{_short(c.class_names[j], 14)} "
+            ax.set_title(f"{_short(c.labels[i], 24)}\n{_short(c.class_names[j], 20)} "
                          f"{c.probability[j]:.2f}\n{c.seconds[i, j]:.3g} s", fontsize=7)
             if j == n - 1:
-                _colorbar(fig, im, axes[:, i + 1], c.signed[i])
+                low = "0" if (c.heatmaps[i] >= 0).all() else "min"
+                _colorbar(fig, im, ax, c.signed[i], low)
     compile_s = ", ".join(f"{lb} {s:.1f} s" for lb, s in zip(c.labels, c.compile_seconds))
-    fig.supxlabel(f"seconds: per image, after compiling once (compile: {compile_s})",
-                  fontsize=6)
+    fig.supxlabel(f"seconds: per image, after compiling once (compile: {compile_s}); each map "
+                  f"scaled to its own 99.5th percentile", fontsize=6)
     return fig
 
 
@@ -175,7 +185,7 @@ def sise_figure(model: Any, x: Any, ex, *, cmap: str = UNSIGNED_CMAP, cell: floa
     fused = np.asarray(ex.heatmap, np.float32)
     photos = images_from_normalised(model, x)
     n, b = maps.shape[:2]
-    fig = _figure_cls()(figsize=(cell * (b + 2), cell * (n + 0.1) + 0.4), layout="constrained")
+    fig = _figure_cls()(figsize=(cell * (b + 2), cell * (n + 0.3) + 0.4), layout="constrained")
     axes = fig.subplots(n, b + 2, squeeze=False)
     for j in range(n):
         ax = axes[j, 0]
@@ -183,15 +193,15 @@ def sise_figure(model: Any, x: Any, ex, *, cmap: str = UNSIGNED_CMAP, cell: floa
         ax.set_xticks([])
         ax.set_yticks([])
         if j == 0:
-            ax.set_title("input", fontsize=8)
+            ax.set_title("input\n", fontsize=8)
         for k in range(b + 1):
             ax = axes[j, k + 1]
             im = _imshow_map(ax, fused[j] if k == b else maps[j, k], False, cmap=cmap,
                              signed_cmap=SIGNED_CMAP)
             if j == 0:
-                ax.set_title("fused" if k == b else f"block {k + 1}\n{_short(names[k], 14)}",
+                ax.set_title("fused\n" if k == b else f"block {k + 1}\n{_short(names[k], 14)}",
                              fontsize=8)
-    _colorbar(fig, im, axes[:, 1:], False)
+    _colorbar(fig, im, axes[-1, -1], False)
     return fig
 
 
@@ -255,7 +265,7 @@ def maps_figure(comparison, index: int, *, cmap: str = UNSIGNED_CMAP,
             hi = float(np.percentile(np.abs(h), 99.5)) or 1.0
             lo = -hi
         else:
-            lo, hi = float(h.min()), float(np.percentile(h, 99.5))
+            lo, hi = min(0.0, float(h.min())), float(np.percentile(h, 99.5))
             hi = hi if hi > lo else lo + 1.0
         im = ax.imshow(h, cmap=signed_cmap if signed else cmap, vmin=lo, vmax=hi,
                        interpolation="nearest")
@@ -288,6 +298,7 @@ def figure_image(fig, dpi: int = 100) -> np.ndarray:
 def save_figure(fig, path: str, dpi: int = 100) -> str:
     """Write a figure atomically (temp file + rename); the format follows the extension."""
     ext = os.path.splitext(path)[1].lower() or ".png"
+    kw = {"pil_kwargs": {"optimize": True}} if ext == ".png" else {}  # smaller files
     with atomic_path(path, ext) as tmp:
-        fig.savefig(tmp, format=ext[1:], dpi=dpi)
+        fig.savefig(tmp, format=ext[1:], dpi=dpi, **kw)
     return path
