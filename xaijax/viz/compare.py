@@ -22,7 +22,7 @@ Array = jax.Array
 MethodSpec = Union[str, Tuple[str, Mapping[str, Any]]]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Comparison:
     """Methods × images: the maps, the class each explains, its probability and the time.
 
