@@ -163,9 +163,9 @@ def compare(model: Model, images: Any,
       >>> import xaijax as xj, jax
       >>> m = xj.models.get("small_cnn", num_classes=10)
       >>> x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
-      >>> c = xj.viz.compare(m, x, methods=["gradient", "input_x_gradient"])
+      >>> c = xj.viz.compare(m, x, methods=["input_x_gradient"])
       >>> c.heatmaps.shape, c.signed, c.seconds.shape
-      ((2, 2, 32, 32), (False, True), (2, 2))
+      ((1, 2, 32, 32), (True,), (1, 2))
     """
     from xaijax.evaluation import _methods, _progress
 
