@@ -84,6 +84,8 @@ def test_compare_figure_layout_colour_maps_and_pixels(setup):
     # the diverging map is centred: a zero of the map is drawn white
     zero = signed.to_rgba(np.array([[0.0]]))[0, 0, :3]
     assert zero.min() > 0.95 and np.ptp(zero) < 0.01, zero
+    blend = [a for a in c.figure(alpha=0.4).get_axes() if a.images][1]
+    assert len(blend.images) == 2 and blend.images[1].get_alpha() == 0.4  # photo under map
     jet = c.figure(cmap="jet").get_axes()
     assert {a.images[-1].get_cmap().name for a in jet if a.images} >= {"jet", "RdBu_r"}
     img = xj.viz.figure_image(fig)

@@ -8,9 +8,9 @@ atomically, :func:`figure_image` renders it to an RGB array.
 Colour maps: signed maps (LRP, DeepLIFT, IG, ×Input, occlusion, ...; the registry's
 ``signed``) in a diverging map centred at 0 (``RdBu_r``: red positive, blue negative, white 0)
 with symmetric limits; unsigned maps in a perceptually uniform map (``viridis``), or any
-matplotlib name, e.g. ``jet``, the peers' default. Each map is scaled on its own (at the 99.5th
-percentile, as :func:`xaijax.viz.normalize`), so a colour bar reads "fraction of this map's
-maximum".
+matplotlib name, e.g. ``jet``, the peers' default. Each map is scaled on its own, to its 99.5th
+percentile (:func:`display_map`; a non-negative map from 0), so a colour bar reads "fraction of
+this map's maximum".
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ UNSIGNED_CMAP = "viridis"
 def _figure_cls():
     try:
         from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - exercised by the import test
+    except ImportError as e:  # tests/viz: test_compare_runs_without_matplotlib_...
         raise ImportError("plotting needs matplotlib: pip install 'xaijax[viz]' (or pip "
                           "install matplotlib)") from e
     return Figure
