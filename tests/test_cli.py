@@ -152,13 +152,12 @@ def test_cli_compare_report_and_evaluate_html(tmp_path, capsys):
     assert page.read_text().count('<img src="data:image/png;base64,') == 3  # grid + 2 methods
     # two 32x32 images and deletion: tests/viz compile the same metric program (on-disk cache)
     assert cli.main(["report", "chelsea", "coffee", "--methods", "gradient", "--metrics",
-                     "deletion",
-                     "--html", str(tmp_path / "r.html"), *common]) == 0
+                     "deletion", "--html", str(tmp_path / "r.html"), *common]) == 0
     text = (tmp_path / "r.html").read_text()
     assert "<th>deletion ↓</th>" in text and "deletion curves" in text
     assert text.count("<img ") == 3  # grid, gradient's maps, the deletion curves
-    assert cli.main(["evaluate", "chelsea", "coffee", "--methods", "gradient", "--metrics", "deletion",
-                     "--html", str(tmp_path / "e.html"), *common]) == 0
+    assert cli.main(["evaluate", "chelsea", "coffee", "--methods", "gradient", "--metrics",
+                     "deletion", "--html", str(tmp_path / "e.html"), *common]) == 0
     assert (tmp_path / "e.html").read_text().count("<img ") == 1
     try:
         cli.main(["compare", "chelsea", *common])

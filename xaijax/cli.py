@@ -233,6 +233,8 @@ def cmd_evaluate(args) -> int:
 
     import xaijax as xj
 
+    if args.html:
+        xj.viz.plots.check_cmap(None)  # matplotlib is there, before any work
     model = _load_model(args)
     names = _expand(args.images)
     images = _load_images(names)
@@ -265,6 +267,7 @@ def _compare(args, names: List[str]):
 
     import xaijax as xj
 
+    xj.viz.plots.check_cmap(args.cmap)  # matplotlib and the colour map, before any work
     model = _load_model(args)
     images = _load_images(names)
     x = xj.models.preprocess(model, images, resize=args.resize)
@@ -320,7 +323,8 @@ def cmd_compare(args) -> int:
         print(f"wrote {args.out}")
     if args.html:
         xj.viz.report(comp, title=f"xaijax compare: {args.model}", model_name=args.model,
-                      cmap=args.cmap, figures=_extra_figures(model, x, comp)).save(args.html)
+                      cmap=args.cmap, alpha=args.alpha,
+                      figures=_extra_figures(model, x, comp)).save(args.html)
         print(f"wrote {args.html}")
     return 0
 
@@ -349,7 +353,8 @@ def cmd_report(args) -> int:
         for i, lb in enumerate(comp.labels)})
     print(table)
     xj.viz.report(comp, table, title=f"xaijax report: {args.model}", model_name=args.model,
-                  cmap=args.cmap, figures=_extra_figures(model, x, comp)).save(args.html)
+                  cmap=args.cmap, alpha=args.alpha,
+                  figures=_extra_figures(model, x, comp)).save(args.html)
     print(f"wrote {args.html}")
     return 0
 

@@ -37,6 +37,19 @@ def _figure_cls():
     return Figure
 
 
+def check_cmap(name: Optional[str]) -> None:
+    """Fail early (before any method runs) when matplotlib is missing or ``name`` is not one of
+    its colour maps."""
+    _figure_cls()
+    if name is None:
+        return
+    import matplotlib
+
+    if name not in matplotlib.colormaps:
+        raise ValueError(f"unknown colour map {name!r}; e.g. viridis, inferno, jet, RdBu_r "
+                         f"(any of matplotlib.colormaps)")
+
+
 def display_map(heatmap: np.ndarray, signed: bool) -> np.ndarray:
     """One ``(H, W)`` map scaled for display: [-1, 1] with 0 kept at 0 when signed (divided by
     the 99.5th percentile of |h|); [0, 1] otherwise, from ``min(0, h.min())`` (0 for the usual

@@ -112,7 +112,8 @@ class Report:
 
 def report(comparison=None, table=None, *, title: str = "xaijax report",
            figures: Optional[Mapping[str, Any]] = None, model_name: str = "",
-           cmap: Optional[str] = None, notes: Sequence[str] = ()) -> Report:
+           cmap: Optional[str] = None, alpha: Optional[float] = None,
+           notes: Sequence[str] = ()) -> Report:
     """The standard report: the comparison grid, each method's maps (in the map's units), the
     metric table, and the deletion / insertion curves the table kept.
 
@@ -124,6 +125,7 @@ def report(comparison=None, table=None, *, title: str = "xaijax report",
         :func:`xaijax.viz.fgvis_figure`, :func:`xaijax.viz.sise_figure`).
       model_name: named in the page's first line.
       cmap: colour map of the unsigned maps (default ``viridis``; ``"jet"`` as the peers).
+      alpha: blend the grid's maps over the photos with this opacity (default: maps only).
       notes: extra lines under the title.
 
     Returns:
@@ -140,10 +142,11 @@ def report(comparison=None, table=None, *, title: str = "xaijax report",
     if comparison is not None:
         c = comparison
         r.heading("Comparison")
-        r.image(plots.compare_figure(c, **kw), "Rows: images; columns: methods. Each cell: "
-                "the class explained, its probability, and the method's seconds on that image "
-                "after compiling once. Signed maps: diverging colours centred at 0; unsigned: "
-                "a perceptual colour map. Each map scaled to its own 99.5th percentile.",
+        r.image(plots.compare_figure(c, alpha=alpha, **kw),
+                "Rows: images; columns: methods. Each cell: the class explained, its "
+                "probability, and the method's seconds on that image after compiling once. "
+                "Signed maps: diverging colours centred at 0; unsigned: a perceptual colour "
+                "map. Each map scaled to its own 99.5th percentile.",
                 alt="comparison grid")
         r.heading("Maps per method")
         for i, label in enumerate(c.labels):
