@@ -50,9 +50,14 @@ def test_compare_keeps_what_the_grid_shows(setup):
 
 def test_compare_options_and_errors(setup):
     model, x, _ = setup
-    c = xj.viz.compare(model, x[:1], ["gradient"], target=3, image_names=["a"],
-                       progress=False)
-    assert (c.target == 3).all() and c.image_names == ("a",)
+    c = xj.viz.compare(model, ["chelsea"], ["gradient"], target=3, progress=False)
+    assert (c.target == 3).all() and c.image_names == ("chelsea",)  # photos by name
+    np.testing.assert_allclose(c.photos, xj.models.images_from_normalised(
+        model, xj.models.preprocess(model, xj.data.load_image("chelsea"))))
+    assert xj.viz.compare(model, x[:1], ["gradient"], image_names=["a"],
+                          progress=False).image_names == ("a",)
+    with pytest.raises(ValueError, match="1 names for 2 images"):
+        xj.viz.compare(model, x, ["gradient"], image_names=["a"])
     with pytest.raises(TypeError, match=r"option\(s\) \['steps'\] belong to none"):
         xj.viz.compare(model, x, ["gradient"], steps=4)
     with pytest.raises(ValueError, match="unknown method"):

@@ -7,6 +7,7 @@ xaijax[viz]``) and happens in :meth:`Comparison.figure`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -150,7 +151,7 @@ def compare(model: Model, images: Any,
       target: int, ints ``(N,)``, ``"top1"`` or a class name.
       key: PRNG key of the stochastic methods (default ``PRNGKey(0)``); method ``i`` gets
         ``fold_in(key, i)``, image ``j`` ``fold_in`` of that with ``j``.
-      image_names: row labels (default ``image 0``, ...; the file or photo names when
+      image_names: row labels (default ``image 0``, ...; the file names or photo names when
         ``images`` are names).
       progress: show a progress bar (default: when stderr is a terminal).
       **options: options given to every listed method that has them (e.g. ``steps=16``).
@@ -176,7 +177,8 @@ def compare(model: Model, images: Any,
     names = None
     if isinstance(images, str) or (isinstance(images, (list, tuple)) and images
                                    and all(isinstance(i, str) for i in images)):
-        names = [images] if isinstance(images, str) else list(images)
+        names = [os.path.basename(n) for n in ([images] if isinstance(images, str)
+                                               else images)]
     rows = _distribute(_methods(methods), options)
     x = as_batch(model, images)
     n = x.shape[0]
