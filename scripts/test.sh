@@ -5,6 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test,torch
 . .venv/bin/activate
+# Headless Chromium opens the HTML report in tests/viz (Debian's package; apt-get needs root, as
+# on CI). Without it that test skips, and under CI=true the skip is a failure.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing chromium (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+      >/dev/null || echo "scripts/test.sh: apt-get install chromium failed" >&2
+  else
+    echo "scripts/test.sh: chromium is missing and cannot be installed here (run as root:" \
+      "apt-get install chromium); the HTML report test will skip" >&2
+  fi
+fi
 # Keep freed heap memory in the process instead of handing it back to the kernel: on this
 # project's CI VM (Firecracker with free-page reporting) memory handed back is reclaimed by the
 # host within seconds and costs ~1-3 s/GB to touch again. With these glibc settings the suite

@@ -130,3 +130,38 @@ def test_cli_evaluate_errors_are_clear(tmp_path, capsys):
         assert "'rise' is not one of --methods" in str(e)
     else:
         raise AssertionError("an option for an unlisted method was accepted")
+
+
+def test_cli_compare_report_and_evaluate_html(tmp_path, capsys):
+    """``xaijax compare`` writes the grid and an HTML page, ``report`` the page with the metric
+    table and curves, ``evaluate --html`` the table's page (matplotlib: the test extra)."""
+    import re
+
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    common = ["--model", "small_cnn", "--random", "--quiet"]
+    grid, page = tmp_path / "grid.png", tmp_path / "c.html"
+    assert cli.main(["compare", "chelsea", "--methods", "gradient,input_x_gradient",
+                     "--out", str(grid), "--html", str(page), "--cmap", "jet", *common]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^chelsea: class \d+ \(\d+, p=0\.\d+\); gradient [\d.e-]+s, "
+                     r"input_x_gradient [\d.e-]+s$", out, re.M), out
+    pic = np.asarray(Image.open(grid).convert("RGB"), np.float32)
+    assert pic.shape[0] > 200 and pic.shape[1] > 400 and pic.std() > 10
+    assert page.read_text().count('<img src="data:image/png;base64,') == 3  # grid + 2 methods
+    # two 32x32 images and deletion: tests/viz compile the same metric program (on-disk cache)
+    assert cli.main(["report", "chelsea", "coffee", "--methods", "gradient", "--metrics",
+                     "deletion", "--html", str(tmp_path / "r.html"), *common]) == 0
+    text = (tmp_path / "r.html").read_text()
+    assert "<th>deletion ↓</th>" in text and "deletion curves" in text
+    assert text.count("<img ") == 3  # grid, gradient's maps, the deletion curves
+    assert cli.main(["evaluate", "chelsea", "coffee", "--methods", "gradient", "--metrics",
+                     "deletion", "--html", str(tmp_path / "e.html"), *common]) == 0
+    assert (tmp_path / "e.html").read_text().count("<img ") == 1
+    try:
+        cli.main(["compare", "chelsea", *common])
+    except SystemExit as e:
+        assert "give at least one" in str(e)
+    else:
+        raise AssertionError("compare without --out or --html was accepted")

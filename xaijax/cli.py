@@ -5,6 +5,9 @@
 one grid). IMAGE is a file path or the name of a bundled photo (``chelsea``, ``coffee``, ...).
 ``xaijax evaluate IMAGE_OR_DIR... --methods a,b --metrics deletion,insertion,pointing_game
 --boxes boxes.json [--csv out.csv]`` scores methods with metrics and prints the table.
+``xaijax compare IMAGE... --methods a,b,c --out grid.png [--html report.html]`` draws the methods
+side by side; ``xaijax report IMAGE... --html report.html`` writes one self-contained HTML file
+with the grid, each method's maps, the metric table and the curves.
 ``xaijax methods`` and ``xaijax models`` list what is available; ``xaijax convert`` converts a
 checkpoint.
 """
@@ -202,27 +205,42 @@ def _box_masks(path: Optional[str], names: Sequence[str], images, model, resize:
     return np.stack(masks)
 
 
+def _names(text: str) -> List[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _method_options(args) -> Dict[str, Dict[str, Any]]:
+    """``{method: options}`` from ``--methods`` and ``--opt [METHOD.]KEY=VALUE``: without
+    ``METHOD.`` an option goes to every listed method that has it."""
+    import xaijax as xj
+
+    methods = _names(args.methods)
+    opts: Dict[str, Dict[str, Any]] = {m: {} for m in methods}
+    for k, v in _parse_opts(args.opt).items():
+        meth, _, key = k.rpartition(".")
+        if meth and meth not in opts:
+            raise SystemExit(f"xaijax: --opt {k}: {meth!r} is not one of --methods {methods}")
+        targets = [meth] if meth else [m for m in methods if key in xj.methods.info(m).options]
+        if not targets:
+            raise SystemExit(f"xaijax: --opt {k}: none of {methods} has an option {key!r}")
+        for t in targets:
+            opts[t][key] = v
+    return opts
+
+
 def cmd_evaluate(args) -> int:
     import jax
 
     import xaijax as xj
 
+    if args.html:
+        xj.viz.plots.check_cmap(None)  # matplotlib is there, before any work
     model = _load_model(args)
     names = _expand(args.images)
     images = _load_images(names)
     x = xj.models.preprocess(model, images, resize=args.resize)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    opts: Dict[str, Dict[str, Any]] = {m: {} for m in methods}
-    for k, v in _parse_opts(args.opt).items():
-        meth, _, key = k.rpartition(".")
-        targets = [meth] if meth else [m for m in methods if key in xj.methods.info(m).options]
-        if meth and meth not in opts:
-            raise SystemExit(f"xaijax: --opt {k}: {meth!r} is not one of --methods {methods}")
-        if not targets:
-            raise SystemExit(f"xaijax: --opt {k}: none of {methods} has an option {key!r}")
-        for t in targets:
-            opts[t][key] = v
+    opts = _method_options(args)
+    metrics = _names(args.metrics)
     local = {"pointing_game", "energy_pointing_game", "miou", "bbox_score"}
     masks = _box_masks(args.boxes, names, images, model, args.resize) if args.boxes or (
         local & set(metrics)) else None
@@ -235,6 +253,109 @@ def cmd_evaluate(args) -> int:
     if args.csv:
         table.to_csv(args.csv)
         print(f"wrote {args.csv}")
+    if args.html:
+        xj.viz.report(table=table, title=f"xaijax evaluate: {args.model}",
+                      model_name=args.model,
+                      notes=[f"images: {', '.join(names)}"]).save(args.html)
+        print(f"wrote {args.html}")
+    return 0
+
+
+def _compare(args, names: List[str]):
+    """The Comparison of ``--methods`` on the images (shared by compare and report)."""
+    import jax
+
+    import xaijax as xj
+
+    xj.viz.plots.check_cmap(args.cmap)  # matplotlib and the colour map, before any work
+    model = _load_model(args)
+    images = _load_images(names)
+    x = xj.models.preprocess(model, images, resize=args.resize)
+    comp = xj.viz.compare(model, x, list(_method_options(args).items()), _target(args.target),
+                          key=jax.random.PRNGKey(args.seed),
+                          image_names=[os.path.basename(n) for n in names],
+                          progress=False if args.quiet else None)
+    return model, images, x, comp
+
+
+def _print_comparison(comp) -> None:
+    for j, name in enumerate(comp.image_names):
+        cells = ", ".join(f"{lb} {comp.seconds[i, j]:.3g}s" for i, lb in enumerate(comp.labels))
+        print(f"{name}: {comp.class_names[j]} ({int(comp.target[j])}, p={comp.probability[j]:.3f})"
+              f"; {cells}")
+    print("compile: " + ", ".join(f"{lb} {s:.1f}s" for lb, s in
+                                  zip(comp.labels, comp.compile_seconds)))
+
+
+def _extra_figures(model, x, comp) -> Dict[str, Any]:
+    """The papers' own pictures for the methods that have them: FGVis' Fig. 2 types and SISE's
+    per-block maps."""
+    import xaijax as xj
+
+    out: Dict[str, Any] = {}
+    for i, name in enumerate(comp.methods):
+        for j, ex in enumerate(comp.explanations[i]):
+            where = f"{comp.labels[i]} on {comp.image_names[j]}"
+            if name == "fgvis":
+                out[f"FGVis visualisation types (Fig. 2): {where}"] = xj.viz.fgvis_figure(
+                    model, x[j:j + 1], ex)
+            elif name == "sise":
+                out[f"SISE per-block maps and fusion: {where}"] = xj.viz.sise_figure(
+                    model, x[j:j + 1], ex)
+    return out
+
+
+def _plot_kw(args) -> Dict[str, Any]:
+    return {k: v for k, v in (("cmap", args.cmap), ("alpha", args.alpha)) if v is not None}
+
+
+def cmd_compare(args) -> int:
+    import xaijax as xj
+
+    if not args.out and not args.html:
+        raise SystemExit("xaijax: compare writes --out GRID.png and/or --html REPORT.html; "
+                         "give at least one")
+    names = _expand(args.images)
+    model, _, x, comp = _compare(args, names)
+    _print_comparison(comp)
+    if args.out:
+        comp.save(args.out, **_plot_kw(args))
+        print(f"wrote {args.out}")
+    if args.html:
+        xj.viz.report(comp, title=f"xaijax compare: {args.model}", model_name=args.model,
+                      cmap=args.cmap, alpha=args.alpha,
+                      figures=_extra_figures(model, x, comp)).save(args.html)
+        print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import dataclasses
+
+    import jax
+
+    import xaijax as xj
+
+    names = _expand(args.images)
+    model, images, x, comp = _compare(args, names)
+    _print_comparison(comp)
+    metrics = _names(args.metrics)
+    local = {"pointing_game", "energy_pointing_game", "miou", "bbox_score"}
+    masks = _box_masks(args.boxes, names, images, model, args.resize) if args.boxes or (
+        local & set(metrics)) else None
+    table = xj.evaluate(model, x, comp.target, methods=list(_method_options(args).items()),
+                        metrics=metrics, masks=masks, key=jax.random.PRNGKey(args.seed),
+                        batch_size=max(1, args.batch_size), progress=False if args.quiet
+                        else None, heatmaps=dict(zip(comp.labels, comp.heatmaps)))
+    # the maps were made by compare: its compile + run seconds are the methods' times
+    table = dataclasses.replace(table, seconds={
+        lb: float(comp.compile_seconds[i] + comp.seconds[i].sum())
+        for i, lb in enumerate(comp.labels)})
+    print(table)
+    xj.viz.report(comp, table, title=f"xaijax report: {args.model}", model_name=args.model,
+                  cmap=args.cmap, alpha=args.alpha,
+                  figures=_extra_figures(model, x, comp)).save(args.html)
+    print(f"wrote {args.html}")
     return 0
 
 
@@ -255,6 +376,26 @@ def cmd_models(args) -> int:
     for name in xj.models.available():
         print(name)
     return 0
+
+
+def _grid_arguments(p) -> None:
+    p.add_argument("images", nargs="+", help="image files, directories of images, or bundled "
+                   "photo names")
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--weights", default=None, help="checkpoint (.pth/.safetensors/orbax dir)")
+    p.add_argument("--random", action="store_true", help="random weights (no pretrained)")
+    p.add_argument("--methods", default="gradcam,integrated_gradients,lrp",
+                   help="comma-separated method names")
+    p.add_argument("--target", default="top1", help="class index, class name or top1")
+    p.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
+                   help="method option (repeatable); without METHOD. it goes to every listed "
+                   "method that has it")
+    p.add_argument("--resize", default="crop", choices=("crop", "stretch"))
+    p.add_argument("--cmap", default=None, help="colour map of unsigned maps (default viridis; "
+                   "jet as the peers); signed maps use a diverging map centred at 0")
+    p.add_argument("--alpha", type=float, default=None, help="blend the maps over the photo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,7 +443,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--html", default=None, help="also write a self-contained HTML report "
+                    "(the table and the deletion / insertion curves)")
     ev.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="a grid of methods (columns) on images (rows), each "
+                       "cell with its class, probability and seconds (needs matplotlib)")
+    _grid_arguments(c)
+    c.add_argument("--out", default=None, help="the grid as .png (or .pdf/.svg)")
+    c.add_argument("--html", default=None, help="a self-contained HTML report: the grid and "
+                   "each method's maps")
+    c.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("report", help="one self-contained HTML file: the comparison grid, "
+                       "each method's maps, the metric table and the deletion / insertion "
+                       "curves (needs matplotlib)")
+    _grid_arguments(r)
+    r.add_argument("--html", required=True, help="output .html")
+    r.add_argument("--metrics", default="deletion,insertion", help="as for evaluate")
+    r.add_argument("--boxes", default=None, help="as for evaluate")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("methods", help="list explanation methods")
     m.set_defaults(func=cmd_methods)
@@ -318,7 +479,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:  # ImportError: an optional extra
         print(f"xaijax: error: {e}", file=sys.stderr)
         return 2
 

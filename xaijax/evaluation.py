@@ -27,8 +27,9 @@ Array = jax.Array
 # metric name -> (function of (model, x, heatmap, target, masks, method, options, key), needs
 # masks, higher is better)
 _METRICS: Dict[str, Tuple[Callable[..., Array], bool, bool]] = {
-    "deletion": (lambda m, x, h, t, g, *_: M.deletion(m, x, h, t).auc, False, False),
-    "insertion": (lambda m, x, h, t, g, *_: M.insertion(m, x, h, t).auc, False, True),
+    # the causal metrics return the whole CausalCurve: its AUC is the value, the curve is kept
+    "deletion": (lambda m, x, h, t, g, *_: M.deletion(m, x, h, t), False, False),
+    "insertion": (lambda m, x, h, t, g, *_: M.insertion(m, x, h, t), False, True),
     "drop": (lambda m, x, h, t, g, *_: M.drop_increase(m, x, h, t).drop, False, False),
     "increase": (lambda m, x, h, t, g, *_: M.drop_increase(m, x, h, t).increase, False, True),
     "average_drop": (lambda m, x, h, t, g, *_: M.average_drop(m, x, h, t).drop, False, False),
@@ -60,6 +61,8 @@ class EvaluationTable:
       seconds: ``{method: seconds}`` explaining all images (compilation included).
       target: ``(N,)`` the class explained per image.
       higher_is_better: ``{metric: bool}``.
+      curves: ``{(method, metric): CausalCurve}`` for ``deletion`` / ``insertion``: the
+        per-image curves ``(N, steps + 1)`` (``xj.viz.curves_figure`` plots them).
     """
 
     methods: Tuple[str, ...]
@@ -70,13 +73,14 @@ class EvaluationTable:
     seconds: Dict[str, float]
     target: np.ndarray
     higher_is_better: Dict[str, bool]
+    curves: Dict[Tuple[str, str], M.CausalCurve] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         n = len(self.target)
         head = ["method"] + [f"{m} {'↑' if self.higher_is_better[m] else '↓'}"
                              for m in self.metrics] + ["seconds"]
         rows = [[meth] + [f"{self.mean[i, j]:.4f} ± {self.sem[i, j]:.4f}"
-                          for j in range(len(self.metrics))] + [f"{self.seconds[meth]:.1f}"]
+                          for j in range(len(self.metrics))] + [_secs(self.seconds[meth])]
                 for i, meth in enumerate(self.methods)]
         widths = [max(len(r[c]) for r in [head] + rows) for c in range(len(head))]
         line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths))  # noqa: E731
@@ -100,6 +104,10 @@ class EvaluationTable:
                     for k, v in enumerate(self.values[(meth, met)]):
                         w.writerow([meth, met, "value", k, f"{float(v):.6g}"])
         return path
+
+
+def _secs(s: float) -> str:
+    return "—" if np.isnan(s) else f"{s:.1f}"
 
 
 def _methods(methods: Union[Sequence[MethodSpec], Mapping[str, Mapping[str, Any]]]
@@ -142,7 +150,8 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
              methods: Union[Sequence[MethodSpec], Mapping[str, Mapping[str, Any]]],
              metrics: Sequence[str] = ("deletion", "insertion"), masks: Optional[Any] = None,
              key: Optional[Array] = None, batch_size: int = 16,
-             progress: Optional[bool] = None) -> EvaluationTable:
+             progress: Optional[bool] = None,
+             heatmaps: Optional[Mapping[str, Any]] = None) -> EvaluationTable:
     """Score ``methods`` with ``metrics`` on the images ``x``.
 
     Args:
@@ -163,6 +172,10 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
       key: PRNG key for stochastic methods (default ``PRNGKey(0)``).
       batch_size: images per method call (memory is one batch).
       progress: show a progress bar (default: when stderr is a terminal).
+      heatmaps: ``{method label: (N, H, W)}`` maps already computed for these images and
+        targets (e.g. ``dict(zip(c.labels, c.heatmaps))`` of a :func:`xaijax.viz.compare`
+        result); those methods are scored without running them again, and their ``seconds``
+        are NaN.
 
     Returns:
       an :class:`EvaluationTable` (``print(table)``, ``table.to_csv(path)``).
@@ -192,9 +205,11 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
         if masks.shape != x.shape[:3]:
             raise ValueError(f"masks must have shape {tuple(x.shape[:3])} (one (H, W) mask per "
                              f"image); got {masks.shape}")
+    given = _given_heatmaps(heatmaps, rows, x.shape[:3])
     key = jax.random.PRNGKey(0) if key is None else key
     show = sys.stderr.isatty() if progress is None else progress
     values: Dict[Tuple[str, str], list] = {(r[0], m): [] for r in rows for m in ms}
+    curves: Dict[Tuple[str, str], list] = {}
     seconds: Dict[str, float] = {}
     bar = _progress(len(rows) * -(-n // bs), show)
     for i, (label, name, opts) in enumerate(rows):
@@ -207,13 +222,19 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
         for s in range(0, n, bs):
             xb, tb = x[s:s + bs], t[s:s + bs]
             t0 = time.perf_counter()
-            heat = jax.block_until_ready(fn(model, xb, tb, **traced).heatmap)
-            spent += time.perf_counter() - t0
+            if label in given:
+                heat, spent = jnp.asarray(given[label][s:s + bs]), float("nan")
+            else:
+                heat = jax.block_until_ready(fn(model, xb, tb, **traced).heatmap)
+                spent += time.perf_counter() - t0
             gb = None if masks is None else masks[s:s + bs]
             kb = jax.random.fold_in(jax.random.fold_in(key, 1000 + i), s)
             for m in ms:
-                values[(label, m)].append(np.asarray(_METRICS[m][0](model, xb, heat, tb, gb,
-                                                                   name, opts, kb)))
+                v = _METRICS[m][0](model, xb, heat, tb, gb, name, opts, kb)
+                if isinstance(v, M.CausalCurve):
+                    curves.setdefault((label, m), []).append(v)
+                    v = v.auc
+                values[(label, m)].append(np.asarray(v))
             bar(f"{label}")
         seconds[label] = spent
     bar(None)
@@ -222,8 +243,28 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
     mean = np.array([[vals[(r, m)].mean() for m in ms] for r in labels])
     sem = np.array([[vals[(r, m)].std(ddof=1) / np.sqrt(n) if n > 1 else 0.0 for m in ms]
                     for r in labels])
+    kept = {k: M.CausalCurve(np.concatenate([np.asarray(c.auc) for c in v]),
+                             np.concatenate([np.asarray(c.curve) for c in v]),
+                             np.asarray(v[0].fraction)) for k, v in curves.items()}
     return EvaluationTable(labels, ms, vals, mean, sem, seconds, t,
-                           {m: _METRICS[m][2] for m in ms})
+                           {m: _METRICS[m][2] for m in ms}, kept)
+
+
+def _given_heatmaps(heatmaps, rows, shape) -> Dict[str, np.ndarray]:
+    if heatmaps is None:
+        return {}
+    labels = [r[0] for r in rows]
+    out = {}
+    for k, h in heatmaps.items():
+        if k not in labels:
+            raise ValueError(f"heatmaps has maps for {k!r}, which is not one of the methods "
+                             f"{labels}")
+        h = np.asarray(h, np.float32)
+        if h.shape != tuple(shape):
+            raise ValueError(f"heatmaps[{k!r}] must have shape {tuple(shape)} (one (H, W) map "
+                             f"per image); got {h.shape}")
+        out[k] = h
+    return out
 
 
 def _predict(model, x):
