@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xaijax.methods.base import Explanation, check_choice, register
 
@@ -35,7 +36,7 @@ def _validate(model, x, opts) -> None:
     if "point" in opts:
         check_choice(opts["point"], POINTS, "point", "center")
     if "sigma" in opts:
-        s = jnp.asarray(opts["sigma"])
+        s = np.asarray(opts["sigma"])
         if s.ndim != 0 or not float(s) > 0:
             raise ValueError(f"method 'center': sigma must be a positive scalar (the Gaussian's "
                              f"standard deviation as a fraction of each image side); got "
