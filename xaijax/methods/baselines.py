@@ -1,6 +1,6 @@
 """Reference baselines that explain nothing, for the evaluation tables.
 
-``center`` is the centre baseline of the pointing game (Zhang et al. 2016, §5.1; Gu et al. 2020,
+``center`` is the centre baseline of the pointing game (Zhang et al. 2016; Gu et al. 2020,
 Table 3, "Cntr"): a map that ignores the image and the model and always points at the image
 centre. It scores what the photographers' habit of centring objects alone is worth, the floor
 that a method has to beat.
@@ -44,7 +44,7 @@ def _validate(model, x, opts) -> None:
 
 
 @register("center",
-          paper="Zhang et al. 2016, §5.1 (centre baseline of the pointing game); Gu et al. 2020, "
+          paper="Zhang et al. 2016 (centre baseline of the pointing game); Gu et al. 2020, "
                 "Table 3 (Cntr)",
           peer="TorchRay attribution_benchmark center",
           static=("point",), validate=_validate)
@@ -80,7 +80,7 @@ def center(model: Any, x: Array, target: Array, *, sigma: Any = 0.25,
       [2, 3]
 
     References:
-      Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop", §5.1 (the centre
+      Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop" (the centre
       baseline); Gu et al. 2020 (DSSR), Table 3; TorchRay ``examples/attribution_benchmark.py``
       (``method == "center"``).
     """

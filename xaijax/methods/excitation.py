@@ -167,7 +167,7 @@ def _excitation(kind: str, model: Any, x: Array, target: Array, tap: Optional[st
 
 @register("excitation_backprop",
           paper="Zhang et al. 2016, Top-down neural attention by excitation backprop, §3.2 "
-                "Eq. 2-4 (MWP)",
+                "(marginal winning probability)",
           peer="TorchRay excitation_backprop",
           static=_STATIC, needs="rules",
           validate=_validator("excitation_backprop", False))
@@ -177,7 +177,7 @@ def excitation_backprop(model: Any, x: Array, target: Array, *, tap: Optional[st
 
     Starting from ``P(o_target) = 1``, every linear layer hands a unit's winning probability to
     its inputs in proportion to their excitatory contributions, ``P(a_i | a_j) = a_i w_ij⁺ /
-    Σ_k a_k w_kj⁺`` (Eq. 2–4; :mod:`xaijax.rules.excitation`); max pooling hands it to the winner.
+    Σ_k a_k w_kj⁺`` (§3.2; :mod:`xaijax.rules.excitation`); max pooling hands it to the winner.
     The heatmap is the MWP at ``tap`` summed over channels, upsampled to the input size.
 
     Args:
@@ -214,7 +214,7 @@ def excitation_backprop(model: Any, x: Array, target: Array, *, tap: Optional[st
 
     References:
       Zhang, Lin, Brandt, Shen, Sclaroff, "Top-down Neural Attention by Excitation Backprop",
-      ECCV 2016, §3.2, Eq. 2–4; TorchRay ``attribution.excitation_backprop.excitation_backprop``.
+      ECCV 2016, §3.2; TorchRay ``attribution.excitation_backprop.excitation_backprop``.
     """
     return _excitation("excitation_backprop", model, x, target, tap, variant, None)
 

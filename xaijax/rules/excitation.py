@@ -3,7 +3,7 @@
 Excitation backprop passes a probability distribution top-down through the network. For a
 linear layer ``z_j = Σ_i w_ij a_i + b_j`` whose inputs ``a_i`` are non-negative (they follow a
 ReLU), a parent ``a_j`` hands its winning probability to its children in proportion to their
-excitatory contributions (Zhang et al. 2016, §3.2, Eq. 2–4):
+excitatory contributions (Zhang et al. 2016, §3.2):
 
 ``P(a_i | a_j) = a_i w_ij⁺ / Σ_k a_k w_kj⁺``,   ``P(a_i) = Σ_j P(a_i | a_j) P(a_j)``,
 
@@ -54,7 +54,7 @@ Examples:
 
 References:
   Zhang, Lin, Brandt, Shen, Sclaroff, "Top-down Neural Attention by Excitation Backprop", ECCV
-  2016 (§3.2 Eq. 2–4: MWP; §3.3: contrastive MWP), and IJCV 126 (2018); TorchRay
+  2016 (§3.2: MWP; §3.3: contrastive MWP), and IJCV 126 (2018); TorchRay
   ``attribution.excitation_backprop`` (the modified-gradient formulation, the ``1e-20``
   stabiliser, BatchNorm pass-through, the proportional residual sum).
 """
@@ -120,7 +120,7 @@ def excitation(variant: str = "paper", stabilizer: Any = STABILIZER) -> _lrp.Bas
       a rule ``rule(layer, params, *inputs)`` with the layer's own forward value.
 
     References:
-      Zhang et al. 2016, §3.2, Eq. 2–4; TorchRay ``ExcitationBackpropContext._patch_conv`` /
+      Zhang et al. 2016, §3.2; TorchRay ``ExcitationBackpropContext._patch_conv`` /
       ``_patch_pool`` / ``_patch_eltwise_sum``.
     """
     return _lrp.BasicRule(
