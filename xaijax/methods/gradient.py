@@ -2,7 +2,7 @@
 
 ``gradient``, ``input_x_gradient``, ``integrated_gradients``, ``smoothgrad`` and ``vargrad`` need
 only ``f(x) -> logits`` (any JAX callable); ``fullgrad`` needs a zoo-style model (it reads every
-layer's bias). Heatmap conventions (DESIGN.md): unsigned methods (``gradient``) show
+layer's bias) and ``linear_approx`` (activation × gradient at a layer, TorchRay's) named taps. Heatmap conventions (DESIGN.md): unsigned methods (``gradient``) show
 ``max_c |·|``; signed methods (``input_x_gradient``, ``integrated_gradients``) keep their sign,
 summed over channels.
 """
