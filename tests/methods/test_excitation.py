@@ -278,6 +278,7 @@ def test_jit_and_jit_vmap_agree(small, method):
 @pytest.mark.parametrize("method,opts", [
     ("excitation_backprop", {"variant": "torchray"}),
     ("contrastive_excitation_backprop", {}),
+    ("linear_approx", {"tap": "relu3"}),
     ("center", {}),
 ])
 def test_repeated_calls_compile_once(small, method, opts, compiles):
