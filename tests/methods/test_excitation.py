@@ -26,8 +26,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchray")
 
 import xaijax as xj  # noqa: E402
-from tests.helpers import assert_compiles_once, assert_jit_vmap_agree, assert_rel_close  # noqa: E402
-from tests.methods.test_gradient import RTOL, TARGETS, pair64, run64, torch_in  # noqa: E402
+from tests.helpers import (assert_compiles_once, assert_jit_vmap_agree,  # noqa: E402
+                           assert_rel_close)
+from tests.methods.test_gradient import RTOL, TARGETS, pair64, torch_in  # noqa: E402
 from xaijax.methods.excitation import default_tap  # noqa: E402
 from xaijax.nn import layers as L  # noqa: E402
 from xaijax.rules import excitation as R  # noqa: E402
@@ -162,7 +163,8 @@ def test_center_geometric_point_is_the_grid_centre():
 
 
 def _closed_form(a, w, p):
-    """the MWP rule by hand for one dense layer: P(a_i) = sum_j a_i w+_ij / sum_k a_k w+_kj P(a_j)."""
+    """The MWP rule by hand for one dense layer:
+    P(a_i) = sum_j a_i w+_ij / sum_k a_k w+_kj P(a_j)."""
     wp = np.maximum(w, 0.0)
     return a * ((p / (a @ wp + R.STABILIZER)) @ wp.T)
 
@@ -307,7 +309,9 @@ def test_rules_that_match_no_layer_raise_and_name_the_fix():
     m = xj.models.wrap(Plain(), v, input_size=(8, 8), num_classes=3, mean=(0.5,) * 3,
                        std=(0.5,) * 3)
     x = jnp.ones((1, 8, 8, 3))
-    with pytest.raises(RulesMatchedNothing, match=r"look for Conv, Dense.*xaijax\.nn\.layers\.Conv"):
+    with pytest.raises(RulesMatchedNothing,
+                       match=r"look for Conv, Dense.*xaijax\.nn\.layers\.Conv"):
         xj.explain(m, x, 0, method="excitation_backprop", tap="input")
-    with pytest.raises(ValueError, match="no xaijax Dense or Conv layer to serve as the classifier"):
+    with pytest.raises(ValueError,
+                       match="no xaijax Dense or Conv layer to serve as the classifier"):
         xj.explain(m, x, 0, method="contrastive_excitation_backprop", tap="input")

@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from xaijax.methods.base import (Explanation, check_choice, register, require_model,
                                  target_scores, upsample)
