@@ -1,12 +1,12 @@
 """Excitation backprop, contrastive excitation backprop and linear approximation: xaijax vs
 TorchRay on the same converted weights, agreement and throughput in one run.
 
-Agreement: float64 on both sides at 64x64 (``--parity-size``; batch 2, random torchvision
-weights, the pairs of the parity tests), max |difference| / max |TorchRay| of the map at
-TorchRay's benchmark layers (VGG16 pool4 ``features.23`` / ResNet ``layer3``), with the contrast
-of contrastive MWP at two layers (TorchRay's benchmark one and one further down), and of linear approximation at the last
-convolutional features; xaijax uses ``variant="torchray"``. The same in float32 shows what
-rounding does (contrastive MWP subtracts two nearly equal distributions).
+Agreement: float64 on both sides at 64x64 (``--parity-size``; batch 2, random torchvision weights,
+the pairs of the parity tests), max |difference| / max |TorchRay| of the map at TorchRay's
+benchmark layers (VGG16 pool4 ``features.23`` / ResNet ``layer3``), with the contrast of
+contrastive MWP at two layers (TorchRay's benchmark one and one further down), and of linear
+approximation at the last convolutional features; xaijax uses ``variant="torchray"``. The same in
+float32 shows what rounding does (contrastive MWP subtracts two nearly equal distributions).
 
 Throughput: float32 at ``--size`` (224 by default), batch ``--batch``; TorchRay is called once per
 batch (its target argument takes one class per image). xaijax's one-off compilation is reported
