@@ -11,12 +11,16 @@ from xaijax.methods.base import split_options
 from xaijax.methods.gradient import gradient
 from xaijax.methods.gradient import fullgrad
 from xaijax.methods.gradient import input_x_gradient
+from xaijax.methods.gradient import linear_approx
 from xaijax.methods.gradient import integrated_gradients
 from xaijax.methods.gradient import noise_tunnel
 from xaijax.methods.gradient import smoothgrad
 from xaijax.methods.gradient import vargrad
 from xaijax.methods.backprop import deconvnet
 from xaijax.methods.backprop import guided_backprop
+from xaijax.methods.excitation import contrastive_excitation_backprop
+from xaijax.methods.excitation import excitation_backprop
+from xaijax.methods.baselines import center
 from xaijax.methods.cam import ablationcam
 from xaijax.methods.cam import cam
 from xaijax.methods.cam import fem

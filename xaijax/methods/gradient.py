@@ -2,7 +2,7 @@
 
 ``gradient``, ``input_x_gradient``, ``integrated_gradients``, ``smoothgrad`` and ``vargrad`` need
 only ``f(x) -> logits`` (any JAX callable); ``fullgrad`` needs a zoo-style model (it reads every
-layer's bias). Heatmap conventions (DESIGN.md): unsigned methods (``gradient``) show
+layer's bias) and ``linear_approx`` (activation × gradient at a layer, TorchRay's) named taps. Heatmap conventions (DESIGN.md): unsigned methods (``gradient``) show
 ``max_c |·|``; signed methods (``input_x_gradient``, ``integrated_gradients``) keep their sign,
 summed over channels.
 """
@@ -17,6 +17,7 @@ import numpy as np
 
 from xaijax.methods.base import (Explanation, info, input_gradient, logits_fn, minmax,
                                  register, require_model, target_scores, upsample)
+from xaijax.methods.excitation import read_at_tap, resolve_tap
 from xaijax.models.base import Model
 
 Array = jax.Array
@@ -615,3 +616,65 @@ def fullgrad(model: Model, x: Array, target: Array) -> Explanation:
     return Explanation(heatmap=heat, attribution=None,
                        extras={"input_part": jnp.sum(inp, axis=-1)}, target=target,
                        method="fullgrad")
+
+
+# ------------------------------------------------------------------------------------------------
+# linear approximation at a layer
+
+
+def _cam_tap(model: Model) -> str:
+    if not model.spec.cam_tap:
+        raise ValueError(f"linear_approx: model {model.spec.name!r} names no last convolutional "
+                         f"layer (spec.cam_tap); pass tap=... (see model.block_taps) or 'input'")
+    return model.spec.cam_tap
+
+
+def _validate_linear_approx(model, x, opts) -> None:
+    """``tap`` names a layer of the model (or ``"input"``)."""
+    if isinstance(model, Model):
+        resolve_tap(model, opts.get("tap"), "linear_approx", _cam_tap)
+
+
+@register("linear_approx",
+          paper="survey Eq. 3-4 (first-order Taylor term) at a layer: sum_c A * dS_c/dA",
+          peer="TorchRay linear_approx",
+          static=("tap",), needs="taps", signed=True, validate=_validate_linear_approx)
+def linear_approx(model: Model, x: Array, target: Array, *, tap: Optional[str] = None
+                  ) -> Explanation:
+    """Linear approximation: activation × gradient at a layer, summed over channels.
+
+    The class score linearised at the layer's activation ``A`` (survey Eq. 3–4, with the layer
+    in place of the input), ``S_c ≈ Σ_k Σ_ij (∂S_c/∂A^k_ij) A^k_ij + b``, credits each location
+    with its term ``Σ_k A^k_ij ∂S_c/∂A^k_ij``; the map keeps its sign and is upsampled
+    bilinearly to the input size (TorchRay ``resize=True``). At ``tap="input"`` it is the
+    channel sum of :func:`input_x_gradient`.
+
+    Args:
+      model: a zoo Model (any architecture).
+      x: ``(N, H, W, C)`` normalised batch.
+      target: ``(N,)`` int class per image.
+      tap: the layer (static); default ``model.spec.cam_tap``, the last convolutional features
+        (``features.29`` of VGG16, the layer of TorchRay's ``linear_approx`` example); ``"input"``
+        reads the image itself (TorchRay's function default).
+
+    Returns:
+      heatmap ``(N, H, W)`` (signed); attribution ``A ⊙ ∂S/∂A`` per channel when
+      ``tap="input"``, else ``None``; extras ``low_res`` the map at the tap's resolution.
+
+    Examples:
+      >>> import xaijax as xj, jax.numpy as jnp
+      >>> m = xj.models.get("small_cnn", num_classes=10)
+      >>> xj.methods.linear_approx(m, jnp.ones((1, 32, 32, 3)), jnp.array([0])).heatmap.shape
+      (1, 32, 32)
+
+    References:
+      Ayyar et al. 2021 (survey), §4, Eq. 3–4 (linear approximation by the first-order Taylor
+      expansion); TorchRay ``attribution.linear_approx`` (``gradient_to_linear_approx_saliency``).
+    """
+    name = resolve_tap(model, tap, "linear_approx", _cam_tap)
+    g, a = read_at_tap(model, x, target, name, method="linear_approx")
+    contrib = g * a
+    low = jnp.sum(contrib, axis=-1)
+    return Explanation(heatmap=upsample(low, x.shape[1:3]),
+                       attribution=contrib if name is None else None, extras={"low_res": low},
+                       target=target, method="linear_approx")

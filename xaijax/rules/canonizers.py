@@ -92,7 +92,9 @@ def layer_graph(model, input_shape: Optional[Sequence[int]] = None) -> List[Node
         with nn.intercept_methods(icpt):
             return model.module.apply(variables, x)
 
-    jax.eval_shape(run, model.variables, jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
+    leaves = jax.tree_util.tree_leaves(model.variables)
+    dtype = jnp.result_type(leaves[0]) if leaves else jnp.float32  # float64 copies trace in float64
+    jax.eval_shape(run, model.variables, jax.ShapeDtypeStruct(tuple(input_shape), dtype))
     producer = {out: i for i, (_, _, _, out) in enumerate(records)}
     inputs = [tuple(producer.get(a, -1) for a in ins) for _, _, ins, _ in records]
     consumers: List[List[int]] = [[] for _ in records]
