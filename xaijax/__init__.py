@@ -8,6 +8,7 @@ from xaijax import viz
 from xaijax import data
 from xaijax import methods
 from xaijax import metrics
+from xaijax import interpretation
 from xaijax.methods import Explanation
 from xaijax.methods import explain
 from xaijax.evaluation import EvaluationTable
