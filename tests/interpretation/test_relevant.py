@@ -198,7 +198,7 @@ def test_average_image_of_top_one_is_the_crop_at_the_maximum(tiny, data, fit):
 def test_explain_and_ablate_compile_once(tiny, data, fit, compiles):
     x = data[1]
     xs = [jnp.asarray(x[:4]), jnp.asarray(x[4:8])]
-    assert_compiles_once(compiles, lambda z: xi.explain_by_interpretation(tiny, z, fit, k=2),
+    assert_compiles_once(compiles, lambda z: xi.explain_by_interpretation(tiny, z, fit, k=3),
                          [(z,) for z in xs])
     y = data[2]
     assert_compiles_once(compiles, lambda s: xi.ablate_filters(tiny, x[:8], y[:8], s),
