@@ -9,6 +9,7 @@ from xaijax import data
 from xaijax import methods
 from xaijax import metrics
 from xaijax import interpretation
+from xaijax import train
 from xaijax.methods import Explanation
 from xaijax.methods import explain
 from xaijax.evaluation import EvaluationTable
