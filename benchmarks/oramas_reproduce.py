@@ -1,7 +1,8 @@
 """Oramas et al. (2019) on the synthetic an8Flower-style data: Fig. 4 (ablating the relevant
 filters) and Fig. 8-9 (IoU of the visual feedback with the mask of the discriminative part).
 
-For every data set (``single6``, ``double12``; optionally ``digits`` for Fig. 4 only) a zoo CNN
+For every data set (``single6``, ``double12``, and sklearn's ``digits`` for Fig. 4 only: the
+paper's MNIST analogue, without masks) a zoo CNN
 is trained with :func:`xaijax.train.train_classifier` (or loaded from ``--models-dir``), then:
 
 * **relevant filters** (§3.1): :func:`xaijax.interpretation.fit_relevant_filters` on
@@ -55,8 +56,11 @@ SMOKE = {"variants": ["single6"], "size": 16, "n_train": 96, "n_test": 48, "step
 
 def get_model(variant, args, log):
     """A trained model and its data set (training images drawn from ``args.seed``)."""
-    ds = xj.train.load_dataset(variant, size=args.size, n_train=args.n_train,
-                               n_test=args.n_test, seed=args.seed)
+    n_train, n_test = args.n_train, args.n_test
+    if variant == "digits":  # sklearn's 1,797 digits: a fixed 1,347 / 450 split
+        n_train, n_test = min(n_train, 1347), min(n_test, 450)
+    ds = xj.train.load_dataset(variant, size=args.size, n_train=n_train, n_test=n_test,
+                               seed=args.seed)
     path = None
     if args.models_dir:
         path = os.path.join(args.models_dir, f"{args.arch}_{variant}_{args.size}_s{args.seed}")
@@ -66,7 +70,7 @@ def get_model(variant, args, log):
     t0 = time.perf_counter()
     res = xj.train.train_classifier(variant, args.arch, steps=args.steps, seed=args.seed,
                                     size=args.size, width=args.width, dataset=ds,
-                                    batch_size=args.batch_size)
+                                    batch_size=args.batch_size, n_train=n_train, n_test=n_test)
     log(f"[{variant}] trained {args.arch} in {time.perf_counter() - t0:.0f} s: held-out "
         f"accuracy {res.accuracy:.4f}")
     if path:
@@ -126,7 +130,8 @@ def run_variant(variant, args, log):
                 fit, jax.random.key(1000 + d), per_layer=per_layer)) for d in range(args.draws)]
             rnd[mode] = (float(np.mean(accs)), float(np.std(accs)), accs)
         fig4[sel] = {"n_filters": n, "pool": int(sum(fit.sizes)), "ablated": acc,
-                     "per_layer": {k: int(len(v)) for k, v in chosen.items()}, "random": rnd}
+                     "per_layer": {k: int(len(v)) for k, v in chosen.items()},
+                     "widths": dict(zip(fit.layers, fit.sizes)), "random": rnd}
     row["fig4"] = fig4
 
     # ---- Fig. 8-9 ----------------------------------------------------------------------------
@@ -159,6 +164,12 @@ def print_tables(rows):
             print(f"{r['variant']:10s} {sel:10s} {s['n_filters']:>4d}/{s['pool']:<4d} "
                   f"{f4['original']:9.4f} {s['ablated']:9.4f} "
                   f"{ru[0]:9.4f} ± {ru[1]:.4f} {rp[0]:10.4f} ± {rp[1]:.4f}")
+    print("relevant filters per layer (selected/width):")
+    for r in rows:
+        for sel in ("All", "OnlyConv"):
+            s = r["fig4"][sel]
+            print(f"  {r['variant']:10s} {sel:10s} " + ", ".join(
+                f"{k} {v}/{s['widths'][k]}" for k, v in s["per_layer"].items()))
     if any("fig8" in r for r in rows):
         print("\nFig. 8-9 — IoU of the explanation with the mask of the discriminative part")
         print(f"{'data':10s} {'feedback':32s} {'AUC':>7s} {'paper AUC':>9s} {'mIoU':>7s} "
@@ -178,16 +189,17 @@ def print_tables(rows):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", nargs="+", default=["single6", "double12"],
+    p.add_argument("--variants", nargs="+", default=["single6", "double12", "digits"],
                    choices=["single6", "double12", "digits"])
     p.add_argument("--arch", default="small_vgg", help="zoo architecture to train")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--width", type=int, default=16)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--n-train", type=int, default=4000)
-    p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--n-fit", type=int, default=2000, help="training images for the μ-Lasso")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-train", type=int, default=2000,
+                   help="training images (digits: at most 1347)")
+    p.add_argument("--n-test", type=int, default=500, help="held-out images (digits: at most 450)")
+    p.add_argument("--n-fit", type=int, default=1000, help="training images for the μ-Lasso")
     p.add_argument("--n-eval", type=int, default=200, help="held-out images for Fig. 8-9")
     p.add_argument("--mu", type=float, default=10.0)
     p.add_argument("--k", type=int, default=3, help="top features per image (Fig. 8-9)")
