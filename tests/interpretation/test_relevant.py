@@ -29,7 +29,7 @@ ITEMS = (
 @pytest.fixture(scope="module")
 def tiny():
     module = Sequential(items=ITEMS)
-    variables = module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    variables = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
     return xj.models.wrap(module, variables, input_size=(16, 16), num_classes=C, mean=(0.5,) * 3,
                           std=(0.5,) * 3, name="tiny")
 
@@ -167,7 +167,7 @@ def test_receptive_fields_contain_the_gradient_support(tiny):
     assert rf["relu2"] == (8, 2.0, 0.5) and rf["fc1"][0] == 0
     # the input pixels that unit (i, j) of relu2 depends on lie in its computed window
     i, j = 3, 5
-    g = jax.grad(lambda z: jnp.sum(tiny.forward(z, capture=["conv2"])[1]["conv2"][0, i, j]))(
+    g = jax.jit(jax.grad(lambda z: jnp.sum(tiny.forward(z, capture=["conv2"])[1]["conv2"][0, i, j])))(
         jnp.asarray(np.random.default_rng(0).normal(size=(1, 16, 16, 3)), jnp.float32))
     rows, cols = np.nonzero(np.abs(np.asarray(g[0])).sum(-1))
     size, jump, start = rf["conv2"]
