@@ -448,14 +448,19 @@ def random_filters(fit: RelevantFilters, key: Array, *, per_layer: bool = False,
       ``{layer: filters}``.
     """
     sel = fit.selection(tol)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    # a random subset is the k smallest of i.i.d. uniform keys: one draw of shape (m,) serves
+    # both modes and every selection size (one compilation per m)
+    u = np.asarray(jax.random.uniform(key, (int(sum(fit.sizes)),)))
+    li, fi = fit.layer_index, fit.filter_index
     if per_layer:
-        return {ly: rng.choice(fit.sizes[fit.layers.index(ly)], len(fs), replace=False)
-                for ly, fs in sel.items()}
-    total = sum(len(v) for v in sel.values())
-    rows = rng.choice(int(sum(fit.sizes)), total, replace=False)
-    li, fi = fit.layer_index[rows], fit.filter_index[rows]
-    return {name: fi[li == k] for k, name in enumerate(fit.layers) if np.any(li == k)}
+        out = {}
+        for ly, fs in sel.items():
+            rows = np.nonzero(li == fit.layers.index(ly))[0]
+            out[ly] = np.sort(fi[rows[np.argsort(u[rows], kind="stable")[:len(fs)]]])
+        return out
+    rows = np.argsort(u, kind="stable")[:sum(len(v) for v in sel.values())]
+    return {name: np.sort(fi[rows][li[rows] == k]) for k, name in enumerate(fit.layers)
+            if np.any(li[rows] == k)}
 
 
 # ---- average images (§4.1, Fig. 5) --------------------------------------------------------------
