@@ -8,6 +8,8 @@ from xaijax import viz
 from xaijax import data
 from xaijax import methods
 from xaijax import metrics
+from xaijax import interpretation
+from xaijax import train
 from xaijax.methods import Explanation
 from xaijax.methods import explain
 from xaijax.evaluation import EvaluationTable

@@ -244,32 +244,47 @@ def load_variables(path: str, model) -> Dict[str, Any]:
       ValueError: the checkpoint holds another architecture, another number of classes or
         differently shaped variables (the message names which).
     """
-    import orbax.checkpoint as ocp
-
     path = os.path.abspath(os.fspath(path))
     meta = read_metadata(path)
     name = model.spec.name
     if meta.get("model") != name:
         raise ValueError(f"{path} holds variables of {meta.get('model')!r}, not {name!r}: load it "
                          f"with xj.models.get({meta.get('model')!r}, weights=...)")
-    expected = _signature(model.variables)
+    nc = meta.get("num_classes")
+    if meta.get("shapes", {}) != _signature(model.variables) and nc is not None and \
+            nc != model.spec.num_classes:
+        raise ValueError(f"{path} holds a {name} with {nc} classes; the model has "
+                         f"{model.spec.num_classes}: pass num_classes={nc}")
+    return load_tree(path, name, model.variables)
+
+
+def load_tree(path: str, name: str, template: Any) -> Any:
+    """A pytree saved by :func:`save_variables` under ``spec_name=name``, checked against
+    ``template`` (same structure and leaf shapes) and returned with its structure.
+
+    Raises:
+      ValueError: the directory holds another ``name`` or differently shaped leaves (the
+        message names the first).
+    """
+    import orbax.checkpoint as ocp
+
+    path = os.path.abspath(os.fspath(path))
+    meta = read_metadata(path)
+    if meta.get("model") != name:
+        raise ValueError(f"{path} holds {meta.get('model')!r}, not {name!r}")
+    expected = _signature(template)
     saved = meta.get("shapes", {})
     if saved != expected:
-        nc = meta.get("num_classes")
-        if nc is not None and nc != model.spec.num_classes:
-            raise ValueError(f"{path} holds a {name} with {nc} classes; the model has "
-                             f"{model.spec.num_classes}: pass num_classes={nc}")
         _raise_mismatch(path, saved, expected)
     restored = ocp.PyTreeCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
     restored = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), restored)
     got = _signature(restored)
     if got != expected:
         _raise_mismatch(path, got, expected)
-    # same tree structure as the model (orbax may restore mappings as plain dicts)
-    treedef = jax.tree_util.tree_structure(model.variables)
+    # same tree structure as the template (orbax may restore mappings as plain dicts)
+    treedef = jax.tree_util.tree_structure(template)
     flat = {_keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(restored)[0]}
-    leaves = [flat[_keystr(p)] for p, _ in jax.tree_util.tree_flatten_with_path(
-        model.variables)[0]]
+    leaves = [flat[_keystr(p)] for p, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

@@ -52,3 +52,8 @@ from xaijax.methods.paths import guided_ig
 from xaijax.methods.paths import xrai
 from xaijax.methods.dssr import dssr
 from xaijax.methods.sise import sise
+from xaijax.methods.adversarial import AdversarialExplainer
+from xaijax.methods.adversarial import adversarial_explainer
+from xaijax.methods.adversarial import load_adversarial_explainer
+from xaijax.methods.adversarial import save_adversarial_explainer
+from xaijax.methods.adversarial import train_adversarial_explainer

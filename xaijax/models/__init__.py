@@ -12,6 +12,7 @@ from xaijax.models.base import preprocess
 from xaijax.models.base import register
 from xaijax.models.base import wrap
 from xaijax.models import small_cnn as _small_cnn  # noqa: F401  (registers)
+from xaijax.models import small_vgg as _small_vgg  # noqa: F401  (registers)
 from xaijax.models import vgg as _vgg  # noqa: F401  (registers)
 from xaijax.models import efficientnet as _efficientnet  # noqa: F401  (registers)
 from xaijax.models import resnet as _resnet  # noqa: F401  (registers)

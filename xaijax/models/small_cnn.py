@@ -7,9 +7,10 @@ from xaijax.models.vgg import Sequential
 
 
 @register("small_cnn")
-def small_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16):
+def small_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16, size: int = 32):
     """conv-relu-conv-relu-pool ×2, then global average pooling and one dense layer (so CAM
-    applies). Input 32×32 by default, any size ≥ 8."""
+    applies). Input ``size``×``size`` (32 by default; what ``preprocess`` produces), any size
+    ≥ 8 runs."""
     w = width
     items = (
         ("conv1", "Conv", dict(features=w, kernel_size=3, padding=1)),
@@ -28,7 +29,7 @@ def small_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16):
         ("flatten", "Flatten", {}),
         ("fc", "Dense", dict(features=num_classes)),
     )
-    spec = ModelSpec(name="small_cnn", input_size=(32, 32), mean=(0.5,) * in_channels,
+    spec = ModelSpec(name="small_cnn", input_size=(size, size), mean=(0.5,) * in_channels,
                      std=(0.5,) * in_channels, num_classes=num_classes, cam_tap="relu5",
                      block_taps=("relu2", "relu4", "relu5"), gap_dense=("relu5", "fc"),
                      min_size=8, labels=None, in_channels=in_channels)
