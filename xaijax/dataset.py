@@ -238,9 +238,7 @@ def read_manifest(out: str) -> Dict[str, Any]:
 
 
 def _write_manifest(out: str, manifest: Dict[str, Any]) -> None:
-    with atomic_path(os.path.join(out, "manifest.json"), ".json") as tmp:
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1)
+    _write_json(os.path.join(out, "manifest.json"), manifest)
 
 
 _IDENTITY = ("model", "weights", "method", "options", "target", "images", "batch_size",
@@ -307,22 +305,32 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
         "options": _jsonable(options), "target": _jsonable(target), "batch_size": bs,
         "resize": resize, "versions": _versions(), "images": paths,
     }
-    old = _previous(out, manifest)
-    os.makedirs(out, exist_ok=True)
-    arr = _open_array(out, n, h, w, bs)
-
     nproc, proc = jax.process_count(), jax.process_index()
+    _check_local(mesh)
+    old = _previous(out, manifest, first=proc == 0)
+    parts = _process_parts(out, nproc)  # left by other processes of a killed multi-host run
+    states = {**dict(old.get("state", {})), **{k: v["state"] for k, v in parts.items()}}
+    failed: Dict[str, str] = dict(old.get("failed", {}))
+    for v in parts.values():
+        failed.update(v["failed"])
+    if proc == 0:
+        os.makedirs(out, exist_ok=True)
+        arr = _open_array(out, n, h, w, bs)
+        manifest.update(state=states, done=old.get("done", []), failed=failed)
+        _write_manifest(out, manifest)  # the run's identity is on disk before any chunk
+    _barrier("xaijax.run_dataset.start", nproc)
+    if proc != 0:
+        arr = _open_array(out, n, h, w, bs)
+
     num_batches = -(-n // bs)
     shard = grain.sharding.ShardByJaxProcess()
     ds = grain.MapDataset.range(num_batches)[shard.shard_index::shard.shard_count]
     ds = ds.map(_LoadBatch(model, paths, bs, resize))
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)))
-    states = dict(old.get("state", {}))
     if str(proc) in states:
         it.set_state(states[str(proc)])
 
     committed = committed_batches(out)
-    failed: Dict[str, str] = dict(old.get("failed", {}))
     mine = [b for b in range(proc, num_batches, nproc)]
     _recover(model, paths, bs, resize, arr, committed, failed, old)
     todo_rows = sum(len(range(b * bs, min((b + 1) * bs, n))) for b in mine
@@ -340,8 +348,10 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
         manifest["failed"] = dict(sorted(failed.items()))
         if proc == 0:
             _write_manifest(out, manifest)
+        else:  # merged into manifest.json by process 0 at the end (or on resume)
+            _write_json(_part_path(out, proc), {"state": manifest["state"][str(proc)],
+                                                "failed": manifest["failed"]})
 
-    record()  # the run's identity is on disk before its first chunk
     try:
         for item in it:
             b = item["batch"]
@@ -372,15 +382,67 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     finally:
         bar(None)
     record()
+    if nproc > 1:
+        _barrier("xaijax.run_dataset.end", nproc)
+        if proc == 0:  # every process's batches and failures into manifest.json
+            parts = _process_parts(out, nproc)
+            for k, v in parts.items():
+                states[k] = v["state"]
+                failed.update(v["failed"])
+            committed = committed_batches(out)
+            _recover(model, paths, bs, resize, arr, committed, failed, {"done": [], **manifest})
+            record()
+            for k in parts:
+                os.remove(_part_path(out, int(k)))
+        _barrier("xaijax.run_dataset.merged", nproc)
+        manifest = read_manifest(out)
     return RunResult(out=out, images=paths, computed=computed, done=manifest["done"],
                      failed=manifest["failed"])
 
 
-def _previous(out: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
-    """The manifest already in ``out`` ({} if none); a ValueError if it is another run's."""
+def _check_local(mesh: Any) -> None:
+    from xaijax.sharding import resolve_mesh
+
+    m = resolve_mesh(mesh)
+    if m is not None and not set(m.devices.flat) <= set(jax.local_devices()):
+        raise ValueError("run_dataset shards each process's batches over that process's own "
+                         "devices (the processes read different images); pass mesh='auto' or "
+                         "a Mesh of jax.local_devices()")
+
+
+def _barrier(name: str, nproc: int) -> None:
+    if nproc > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _part_path(out: str, proc: int) -> str:
+    return os.path.join(out, f"manifest.process-{proc}.json")
+
+
+def _process_parts(out: str, nproc: int) -> Dict[str, Dict[str, Any]]:
+    """``{process: {"state", "failed"}}`` written by processes other than 0."""
+    parts = {}
+    for p in range(1, max(nproc, 1)):
+        if os.path.exists(_part_path(out, p)):
+            with open(_part_path(out, p)) as f:
+                parts[str(p)] = json.load(f)
+    return parts
+
+
+def _write_json(path: str, obj: Any) -> None:
+    with atomic_path(path, ".json") as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+
+
+def _previous(out: str, manifest: Dict[str, Any], first: bool = True) -> Dict[str, Any]:
+    """The manifest already in ``out`` ({} if none); a ValueError if it is another run's.
+    ``first``: the process that creates the folder (the others may find it half made)."""
     p = os.path.join(out, "manifest.json")
     if not os.path.exists(p):
-        if os.path.isdir(os.path.join(out, "heatmaps.zarr")):
+        if first and os.path.isdir(os.path.join(out, "heatmaps.zarr")):
             raise ValueError(f"{out!r} holds a heatmaps.zarr but no manifest.json (not a "
                              f"run_dataset folder, or its manifest was deleted); write to a "
                              f"new folder or delete {out!r}")
