@@ -74,6 +74,8 @@ def cmd_explain(args) -> int:
     import xaijax as xj
 
     t0 = time.time()
+    if args.distributed:
+        jax.distributed.initialize()
     if _is_dataset_input(args.images):
         return _explain_dataset(args, t0)
     model = _load_model(args)
@@ -322,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mesh", default=None, choices=("auto",),
                    help="shard each batch over all local devices")
     e.add_argument("--quiet", action="store_true", help="data-set run: no progress bar")
+    e.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (one process per host of a "
+                   "TPU slice or cluster; run the same command on every host)")
     e.set_defaults(func=cmd_explain)
 
     ev = sub.add_parser("evaluate", help="score methods with metrics (deletion, insertion, "
