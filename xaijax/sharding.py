@@ -16,6 +16,8 @@ the same devices.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -130,6 +132,47 @@ def constrain_batch(mesh: Mesh, n: int, tree: Any) -> Any:
 
     def con(a):
         if hasattr(a, "shape") and a.ndim and a.shape[0] == n:
+            return jax.lax.with_sharding_constraint(a, spec)
+        return a
+
+    return jax.tree_util.tree_map(con, tree)
+
+
+# the inner-axis mode: set while a sharded program is being traced (never at run time, so a
+# cached program is never affected); read by shard_inner
+_INNER = threading.local()
+
+
+@contextlib.contextmanager
+def inner_axis(mesh: Optional[Mesh]):
+    """Within the block, :func:`shard_inner` splits arrays over ``mesh``'s data axis (``None``:
+    it does nothing). Used while tracing a method whose batch is smaller than the axis."""
+    prev = getattr(_INNER, "mesh", None)
+    _INNER.mesh = mesh
+    try:
+        yield
+    finally:
+        _INNER.mesh = prev
+
+
+def shard_inner(tree: Any) -> Any:
+    """Split the leading axis of every array of ``tree`` over the data axis when a sharded
+    program is traced in inner mode (:func:`inner_axis`), else return ``tree`` unchanged.
+
+    Multi-pass methods call it on their inner batch so that a batch of fewer images than
+    devices still uses every device. Today :func:`xaijax.methods.gradient.chunked_sum` does
+    (IG, SmoothGrad, VarGrad, Guided/Blur IG, the Shapley samplers). RISE, Score-CAM,
+    occlusion and LIME merge the inner axis *inside* the image axis (a ``vmap`` over images
+    around their chunk loop), so a constraint there only adds all-gathers; they stay
+    replicated in inner mode until their loops put the inner axis outermost.
+    """
+    mesh = getattr(_INNER, "mesh", None)
+    if mesh is None:
+        return tree
+    spec = NamedSharding(mesh, P(data_axis(mesh)))
+
+    def con(a):
+        if hasattr(a, "ndim") and a.ndim:
             return jax.lax.with_sharding_constraint(a, spec)
         return a
 

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-SCRIPT = textwrap.dedent("""
+SCRIPT = textwrap.dedent(r"""
     import json
     import jax, jax.numpy as jnp, numpy as np
     import xaijax as xj
@@ -54,6 +54,20 @@ SCRIPT = textwrap.dedent("""
                                          mesh="auto").heatmap)
     out["recompiles"] = len(compiles) - before
     out["compiled_before"] = before
+    # 2 images on 8 devices: IG's path points are split instead (inner mode)
+    import re
+    x2 = x[:2]
+    ig = xj.methods.bind("integrated_gradients", steps=16, internal_batch_size=8)
+    a = ig(m, x2, [1, 2])
+    b = ig(m, x2, [1, 2], mesh="auto")
+    out["inner_diff"] = float(np.max(np.abs(np.asarray(a.heatmap) - np.asarray(b.heatmap))))
+    mesh = sharding.resolve_mesh("auto")
+    xx, t, top1, tr = ig.prepare(m, x2, [1, 2])
+    args = sharding.replicate((sharding.replicated_model(m, mesh), xx, t), mesh)
+    hlo = ig._jit_sharded_pytree.lower(*args, top1, tr, mesh, True).compile().as_text()
+    # the convolutions' batch per device: 2 images x 8 path points / 8 devices
+    out["inner_conv_batch"] = sorted({int(c) for c in re.findall(
+        r"f32\[(\d+),\d+,\d+,\d+\]\{[^}]*\} convolution", hlo)})
     try:
         xj.explain(m, x, 0, mesh="everything")
     except ValueError as e:
@@ -91,6 +105,11 @@ def test_batch_is_split_over_every_device(result):
 def test_repeated_sharded_calls_do_not_recompile(result):
     assert result["compiled_before"] > 0  # the listener sees compilations
     assert result["recompiles"] == 0
+
+
+def test_fewer_images_than_devices_split_the_path_points(result):
+    assert result["inner_diff"] <= 1e-9
+    assert result["inner_conv_batch"] == [2]  # 16 path evaluations, 2 per device
 
 
 def test_bad_mesh_is_a_clear_error(result):

@@ -387,8 +387,8 @@ class BoundMethod:
                             f"{list(inf.options)}")
         self._jit_pytree = jax.jit(self.body, static_argnums=(3,))
         self._jit_callable = jax.jit(self.body, static_argnums=(0, 3))
-        self._jit_sharded_pytree = jax.jit(self.sharded_body, static_argnums=(3, 5))
-        self._jit_sharded_callable = jax.jit(self.sharded_body, static_argnums=(0, 3, 5))
+        self._jit_sharded_pytree = jax.jit(self.sharded_body, static_argnums=(3, 5, 6))
+        self._jit_sharded_callable = jax.jit(self.sharded_body, static_argnums=(0, 3, 5, 6))
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.static_options.items())
@@ -403,12 +403,18 @@ class BoundMethod:
         return self.info.fn(model, x, target, **self.static_options, **traced)
 
     def sharded_body(self, model: Any, x: Array, target: Array, top1: bool,
-                     traced: Mapping[str, Any], mesh: Any) -> Explanation:
+                     traced: Mapping[str, Any], mesh: Any, inner: bool = False
+                     ) -> Explanation:
         """:meth:`body` with the batch axis of its input and of every per-image output held
         on ``mesh``'s data axis (a sharding constraint, so that GSPMD partitions the whole
-        program by image rather than choosing to replicate a loop's carry)."""
+        program by image rather than choosing to replicate a loop's carry). With ``inner``
+        the images are replicated and the method's inner batch (path points, masks,
+        channels, noisy copies: :func:`xaijax.sharding.shard_inner`) is split instead."""
         from xaijax import sharding
 
+        if inner:
+            with sharding.inner_axis(mesh):
+                return self.body(model, x, target, top1, traced)
         x, target = sharding.constrain_batch(mesh, x.shape[0], (x, target))
         out = self.body(model, x, target, top1, traced)
         return sharding.constrain_batch(mesh, x.shape[0], out)
@@ -461,11 +467,14 @@ class BoundMethod:
         from xaijax import sharding
 
         m = sharding.resolve_mesh(mesh)
-        n, (xs, ts) = sharding.shard_batch(m, x, t)
         jitted = (self._jit_sharded_pytree if isinstance(model, Model) else
                   self._jit_sharded_callable)
-        out = jitted(sharding.replicated_model(model, m), xs, ts, top1,
-                     sharding.replicate(traced, m), m)
+        rep_model, rep_traced = sharding.replicated_model(model, m), sharding.replicate(traced, m)
+        if x.shape[0] < sharding.data_size(m):  # fewer images than devices: split inner axes
+            xs, ts = sharding.replicate((x, t), m)
+            return jitted(rep_model, xs, ts, top1, rep_traced, m, True)
+        n, (xs, ts) = sharding.shard_batch(m, x, t)
+        out = jitted(rep_model, xs, ts, top1, rep_traced, m, False)
         return sharding.unpad(out, n, xs.shape[0])
 
 
