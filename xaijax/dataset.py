@@ -390,7 +390,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
                 states[k] = v["state"]
                 failed.update(v["failed"])
             committed = committed_batches(out)
-            _recover(model, paths, bs, resize, arr, committed, failed, {"done": [], **manifest})
+            _recover(model, paths, bs, resize, arr, committed, failed, manifest)
             record()
             for k in parts:
                 os.remove(_part_path(out, int(k)))
