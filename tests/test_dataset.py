@@ -102,8 +102,8 @@ def test_killed_cli_run_resumes_without_loss_or_recomputation(images, model, ref
                         *OPTS], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 17, p.stderr[-2000:]
     assert dataset.committed_batches(out) == {0, 1}
-    killed = dataset.read_manifest(out)
-    assert len(killed["done"]) == BS and killed["failed"] == {}  # batch 1 not yet recorded
+    killed = dataset.read_manifest(out)  # written at the start and at most every 5 s
+    assert set(killed["done"]) <= set(killed["images"][:BS]) and killed["failed"] == {}
     assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temporary left over
     # resume with the same command, in this process, to see what it computes
     r = run(model, images, out)

@@ -7,7 +7,7 @@
   images are NaN. It is chunked by batch: chunk ``b`` holds rows ``[b·B, (b+1)·B)`` (B the
   batch size) and is written by ``tensorstore`` in one piece (temporary file + rename), so a
   batch's rows are either all on disk or none are.
-* ``out/manifest.json`` (replaced atomically after each batch): ``model``, ``weights`` (SHA-256
+* ``out/manifest.json`` (replaced atomically, every few seconds and at the end): ``model``, ``weights`` (SHA-256
   of the variables), ``method``, ``options``, ``versions``, ``images`` (input paths in row
   order), ``done`` (paths finished), ``failed`` (path -> reason), plus ``target``,
   ``batch_size``, ``resize`` and ``state`` (the ``grain`` iterator state of each process).
@@ -21,7 +21,7 @@ position in the batch; a failed image keeps its slot).
 
 Resuming: the committed chunks on disk are the truth. A rerun restores the iterator state
 from the manifest, then skips every batch whose chunk exists (those committed after the last
-manifest write, the window of a kill); nothing is computed twice and nothing is lost. The
+manifest write); nothing is computed twice and nothing is lost. The
 failure reasons of such a batch are found again by re-reading its NaN rows' images.
 """
 
@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import jax
@@ -41,6 +42,10 @@ import numpy as np
 from xaijax.io.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# the manifest is rewritten at most this often during a run (and at its end): it lists every
+# image, so rewriting it after every batch would cost O(N²) bytes over a large run; what it
+# has not recorded yet is found again from the committed chunks on resume
+MANIFEST_EVERY_S = 5.0
 # test hook: exit the process (as a kill would) right after this many batches were committed
 # to heatmaps.zarr, before the manifest records them
 EXIT_AFTER_ENV = "XAIJAX_DATASET_EXIT_AFTER"
@@ -342,7 +347,10 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     n_written = 0
     t_all = None if target == "top1" else int(target)
 
+    last = [time.monotonic()]
+
     def record():
+        last[0] = time.monotonic()
         manifest["state"] = {**states, str(proc): it.get_state()}
         manifest["done"] = _done(paths, bs, committed, failed)
         manifest["failed"] = dict(sorted(failed.items()))
@@ -377,7 +385,8 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
             n_written += 1
             if exit_after and n_written >= exit_after:
                 os._exit(17)  # as a kill would: the manifest does not know this batch yet
-            record()
+            if time.monotonic() - last[0] >= MANIFEST_EVERY_S:
+                record()
             bar(len(rows))
     finally:
         bar(None)
