@@ -223,8 +223,11 @@ def committed_batches(out: str) -> set:
     kv = ts.KvStore.open({"driver": "file", "path": root + "/"}).result()
     done = set()
     for key in kv.list().result():
+        # exactly c/<b>/0/0: tensorstore writes a chunk to "<key>.__lock" and renames it, so
+        # a write cut short leaves c/<b>/0/0.__lock, which is not a committed batch
         parts = key.decode().split("/")
-        if len(parts) == 4 and parts[0] == "c":
+        if len(parts) == 4 and parts[0] == "c" and parts[2:] == ["0", "0"] and \
+                parts[1].isdigit():
             done.add(int(parts[1]))
     return done
 
