@@ -361,7 +361,8 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
             _write_manifest(out, manifest)
         else:  # merged into manifest.json by process 0 at the end (or on resume)
             _write_json(_part_path(out, proc), {"state": manifest["state"][str(proc)],
-                                                "failed": manifest["failed"]})
+                                                "failed": manifest["failed"],
+                                                "done": manifest["done"]})
 
     try:
         for item in it:
@@ -402,7 +403,9 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
                 states[k] = v["state"]
                 failed.update(v["failed"])
             committed = committed_batches(out)
-            _recover(model, paths, bs, resize, arr, committed, failed, manifest)
+            known = {"done": [p for v in parts.values() for p in v.get("done", [])]
+                     + manifest["done"]}  # rows read back: only batches no one recorded
+            _recover(model, paths, bs, resize, arr, committed, failed, known)
             record()
             for k in parts:
                 os.remove(_part_path(out, int(k)))
