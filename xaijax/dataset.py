@@ -288,7 +288,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     import grain
 
     from xaijax import methods
-    from xaijax.methods.base import check_positive_int, target_array
+    from xaijax.methods.base import check_choice, check_positive_int, target_array
     from xaijax.models.base import Model
 
     if not isinstance(model, Model):
@@ -296,6 +296,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
                         f"read the images); got {type(model).__name__} — wrap a linen model "
                         f"with xj.models.wrap(...)")
     bs = check_positive_int(batch_size, "batch_size")
+    check_choice(resize, ("crop", "stretch", "none"), "resize")
     static, traced = methods.split_options(method, options)
     fn = methods.bind(method, **static)
     paths = list_images(source)
@@ -318,13 +319,17 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     old = _previous(out, manifest, first=proc == 0)
     parts = _process_parts(out, nproc)  # left by other processes of a killed multi-host run
     states = {**dict(old.get("state", {})), **{k: v["state"] for k, v in parts.items()}}
+    if old.get("process_count", nproc) != nproc:
+        states = {}  # another split of the batches: their positions mean nothing here (the
+        # committed chunks still say what is done)
     failed: Dict[str, str] = dict(old.get("failed", {}))
     for v in parts.values():
         failed.update(v["failed"])
     if proc == 0:
         os.makedirs(out, exist_ok=True)
         arr = _open_array(out, n, h, w, bs)
-        manifest.update(state=states, done=old.get("done", []), failed=failed)
+        manifest.update(process_count=nproc, state=states, done=old.get("done", []),
+                        failed=failed)
         _write_manifest(out, manifest)  # the run's identity is on disk before any chunk
     _barrier("xaijax.run_dataset.start", nproc)
     if proc != 0:

@@ -107,5 +107,8 @@ def test_two_process_dataset_run_equals_one_process(images, workers, tmp_path):
     man, ref = dataset.read_manifest(out), dataset.read_manifest(one.out)
     assert man["done"] == ref["done"] and man["failed"] == ref["failed"]
     assert list(ref["failed"]) == [os.path.join(images, "p3.png")]
-    assert set(man["state"]) == {"0", "1"}
+    assert set(man["state"]) == {"0", "1"} and man["process_count"] == 2
     assert not [f for f in os.listdir(out) if f.startswith("manifest.process")]
+    # resumed by one process (another split of the batches): nothing left to compute
+    again = xj.run_dataset(m, images, method="gradient", out=out, batch_size=2, progress=False)
+    assert again.computed == [] and again.done == ref["done"]
