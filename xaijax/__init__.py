@@ -14,3 +14,5 @@ from xaijax.methods import Explanation
 from xaijax.methods import explain
 from xaijax.evaluation import EvaluationTable
 from xaijax.evaluation import evaluate
+from xaijax import dataset
+from xaijax.dataset import run_dataset

@@ -3,6 +3,8 @@
 ``xaijax explain IMAGE... --model NAME [--weights FILE] --method NAME [--target K|top1]
 --out FILE.png`` writes an overlay of the explanation over each photo (several images go into
 one grid). IMAGE is a file path or the name of a bundled photo (``chelsea``, ``coffee``, ...).
+``xaijax explain DIR_OR_GLOB --out OUT_DIR ...`` is a resumable data-set run
+(:func:`xaijax.run_dataset`).
 ``xaijax evaluate IMAGE_OR_DIR... --methods a,b --metrics deletion,insertion,pointing_game
 --boxes boxes.json [--csv out.csv]`` scores methods with metrics and prints the table.
 ``xaijax compare IMAGE... --methods a,b,c --out grid.png [--html report.html]`` draws the methods
@@ -77,6 +79,10 @@ def cmd_explain(args) -> int:
     import xaijax as xj
 
     t0 = time.time()
+    if args.distributed:
+        jax.distributed.initialize()
+    if _is_dataset_input(args.images):
+        return _explain_dataset(args, t0)
     model = _load_model(args)
     images = _load_images(args.images)
     x = xj.models.preprocess(model, images)
@@ -117,6 +123,45 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _is_dataset_input(images: Sequence[str]) -> bool:
+    """One directory or one glob pattern (not an existing file) is a data-set run."""
+    from xaijax.dataset import is_glob
+
+    return len(images) == 1 and (os.path.isdir(images[0]) or (
+        is_glob(images[0]) and not os.path.exists(images[0])))
+
+
+def _explain_dataset(args, t0: float) -> int:
+    """``xaijax explain DIR_OR_GLOB --out OUT_DIR``: :func:`xaijax.run_dataset`."""
+    import jax
+
+    import xaijax as xj
+
+    if os.path.splitext(args.out)[1].lower() in (".png", ".jpg", ".jpeg"):
+        raise SystemExit(f"xaijax: a directory or glob input is a data-set run: --out names "
+                         f"the output folder (heatmaps.zarr, manifest.json), not an image; got "
+                         f"{args.out!r}")
+    model = _load_model(args)
+    opts = _parse_opts(args.opt)
+    info = xj.methods.info(args.method)
+    if "key" in info.options and "key" not in opts:
+        opts["key"] = jax.random.PRNGKey(args.seed)
+    target = _target(args.target)
+    try:
+        r = xj.run_dataset(model, args.images[0], method=args.method, out=args.out,
+                           batch_size=max(1, args.batch_size), target=target,
+                           mesh=args.mesh, overlays=args.overlays, progress=not args.quiet,
+                           **opts)
+    except OSError as e:
+        raise SystemExit(f"xaijax: {e}")
+    for p, why in r.failed.items():
+        print(f"failed: {p}: {why}")
+    print(f"{len(r.done)} of {len(r.images)} image(s) done ({len(r.computed)} computed now, "
+          f"{len(r.failed)} failed); wrote {os.path.join(args.out, 'heatmaps.zarr')} and "
+          f"manifest.json ({args.method}, {args.model}, {time.time() - t0:.1f}s)")
+    return 0
+
+
 def _class_names(model, targets) -> List[str]:
     if getattr(model.spec, "labels", None) != "imagenet":
         return [""] * len(targets)
@@ -127,20 +172,17 @@ def _class_names(model, targets) -> List[str]:
     return [class_name(int(t)) for t in targets]
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
 def _expand(inputs: Sequence[str]) -> List[str]:
     """Image arguments with every directory replaced by its image files (sorted)."""
+    from xaijax.dataset import list_images
+
     out: List[str] = []
     for p in inputs:
         if os.path.isdir(p):
-            files = sorted(os.path.join(p, f) for f in os.listdir(p)
-                           if f.lower().endswith(_IMAGE_SUFFIXES))
-            if not files:
-                raise SystemExit(f"xaijax: directory {p!r} holds no image files "
-                                 f"({', '.join(_IMAGE_SUFFIXES)})")
-            out.extend(files)
+            try:
+                out.extend(list_images(p))
+            except ValueError as e:
+                raise SystemExit(f"xaijax: {e}")
         else:
             out.append(p)
     return out
@@ -437,7 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("explain", help="explain images and write an overlay PNG")
-    e.add_argument("images", nargs="+", help="image files or bundled photo names (chelsea, ...)")
+    e.add_argument("images", nargs="+", help="image files or bundled photo names (chelsea, "
+                   "...); one directory or glob pattern is a data-set run (--out is then a "
+                   "folder: heatmaps.zarr, manifest.json; rerun to resume)")
     e.add_argument("--model", default="efficientnet_lite0")
     e.add_argument("--weights", default=None, help="checkpoint (.pth/.safetensors/orbax dir)")
     e.add_argument("--random", action="store_true", help="random weights (no pretrained)")
@@ -450,6 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--alpha", type=float, default=0.5)
     e.add_argument("--cmap", default=None)
+    e.add_argument("--overlays", action="store_true",
+                   help="data-set run: also write OUT_DIR/overlays/<row>_<name>.png")
+    e.add_argument("--mesh", default=None, choices=("auto",),
+                   help="shard each batch over all local devices")
+    e.add_argument("--quiet", action="store_true", help="data-set run: no progress bar")
+    e.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (one process per host of a "
+                   "TPU slice or cluster; run the same command on every host)")
     e.set_defaults(func=cmd_explain)
 
     ev = sub.add_parser("evaluate", help="score methods with metrics (deletion, insertion, "

@@ -387,6 +387,8 @@ class BoundMethod:
                             f"{list(inf.options)}")
         self._jit_pytree = jax.jit(self.body, static_argnums=(3,))
         self._jit_callable = jax.jit(self.body, static_argnums=(0, 3))
+        self._jit_sharded_pytree = jax.jit(self.sharded_body, static_argnums=(3, 5, 6))
+        self._jit_sharded_callable = jax.jit(self.sharded_body, static_argnums=(0, 3, 5, 6))
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.static_options.items())
@@ -399,6 +401,23 @@ class BoundMethod:
         if top1:
             target = jnp.argmax(logits_fn(model)(x), axis=-1).astype(jnp.int32)
         return self.info.fn(model, x, target, **self.static_options, **traced)
+
+    def sharded_body(self, model: Any, x: Array, target: Array, top1: bool,
+                     traced: Mapping[str, Any], mesh: Any, inner: bool = False
+                     ) -> Explanation:
+        """:meth:`body` with the batch axis of its input and of every per-image output held
+        on ``mesh``'s data axis (a sharding constraint, so that GSPMD partitions the whole
+        program by image rather than choosing to replicate a loop's carry). With ``inner``
+        the images are replicated and the method's inner batch (path points, masks,
+        channels, noisy copies: :func:`xaijax.sharding.shard_inner`) is split instead."""
+        from xaijax import sharding
+
+        if inner:
+            with sharding.inner_axis(mesh):
+                return self.body(model, x, target, top1, traced)
+        x, target = sharding.constrain_batch(mesh, x.shape[0], (x, target))
+        out = self.body(model, x, target, top1, traced)
+        return sharding.constrain_batch(mesh, x.shape[0], out)
 
     def prepare(self, model: Any, x: Any, target: Target = "top1", **options
                 ) -> Tuple[Array, Array, bool, Dict[str, Any]]:
@@ -436,10 +455,27 @@ class BoundMethod:
         t = jnp.zeros((x.shape[0],), jnp.int32) if top1 else jnp.asarray(t)
         return jnp.asarray(x, jnp.float32), t, top1, traced
 
-    def __call__(self, model: Any, x: Array, target: Target = "top1", **options) -> Explanation:
+    def __call__(self, model: Any, x: Array, target: Target = "top1", *, mesh: Any = None,
+                 **options) -> Explanation:
+        """Run the method; with ``mesh`` (a :class:`jax.sharding.Mesh` or ``"auto"``: all
+        local devices) the batch is sharded over the mesh's data axis and the model
+        replicated (see :mod:`xaijax.sharding`); the result is the one-device result."""
         x, t, top1, traced = self.prepare(model, x, target, **options)
         jitted = self._jit_pytree if isinstance(model, Model) else self._jit_callable
-        return jitted(model, x, t, top1, traced)
+        if mesh is None:
+            return jitted(model, x, t, top1, traced)
+        from xaijax import sharding
+
+        m = sharding.resolve_mesh(mesh)
+        jitted = (self._jit_sharded_pytree if isinstance(model, Model) else
+                  self._jit_sharded_callable)
+        rep_model, rep_traced = sharding.replicated_model(model, m), sharding.replicate(traced, m)
+        if x.shape[0] < sharding.data_size(m):  # fewer images than devices: split inner axes
+            xs, ts = sharding.replicate((x, t), m)
+            return jitted(rep_model, xs, ts, top1, rep_traced, m, True)
+        n, (xs, ts) = sharding.shard_batch(m, x, t)
+        out = jitted(rep_model, xs, ts, top1, rep_traced, m, False)
+        return sharding.unpad(out, n, xs.shape[0])
 
 
 _BOUND: Dict[Tuple[str, Tuple[Tuple[str, Any], ...]], BoundMethod] = {}
@@ -489,7 +525,7 @@ def _hashable(v: Any) -> bool:
 
 
 def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gradient",
-            **options) -> Explanation:
+            mesh: Any = None, **options) -> Explanation:
     """Explain ``model``'s decision for each image of ``x``.
 
     ``explain(model, x, t, method=name, **options)`` is ``bind(name, **static)(model, x, t,
@@ -501,6 +537,10 @@ def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gra
       x: ``(N, H, W, C)`` float32 batch in the model's normalised space.
       target: int, ints ``(N,)``, ``"top1"`` or an ImageNet class name.
       method: a name from :func:`available`.
+      mesh: ``None`` (one device), a :class:`jax.sharding.Mesh` or ``"auto"`` (all local
+        devices on one ``"data"`` axis): the batch is sharded over the mesh's data axis
+        (padded to a multiple of it and cut back), the model's variables replicated; the
+        result equals the one-device result (:mod:`xaijax.sharding`).
       **options: the method's options (see ``xj.methods.<name>``).
 
     Returns:
@@ -513,4 +553,4 @@ def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gra
       (2, 32, 32)
     """
     static, traced = split_options(method, options)
-    return bind(method, **static)(model, x, target, **traced)
+    return bind(method, **static)(model, x, target, mesh=mesh, **traced)

@@ -19,6 +19,7 @@ from xaijax.methods.base import (Explanation, info, input_gradient, logits_fn, m
                                  register, require_model, target_scores, upsample)
 from xaijax.methods.excitation import read_at_tap, resolve_tap
 from xaijax.models.base import Model
+from xaijax.sharding import shard_inner
 
 Array = jax.Array
 
@@ -211,7 +212,10 @@ def chunked_sum(fn: Callable[[Array], Any], xs: Array, chunk: int) -> Any:
     full, rest = divmod(n, chunk)
 
     def chunk_sum(c):
-        return jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0), jax.vmap(fn)(c))
+        # under a sharded call with fewer images than devices, each device takes part of
+        # the chunk (xaijax.sharding.shard_inner); elsewhere this is the identity
+        per_item = shard_inner(jax.vmap(fn)(shard_inner(c)))
+        return jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0), per_item)
 
     total = None
     if full:

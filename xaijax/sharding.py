@@ -1,0 +1,192 @@
+"""Running a method with its batch sharded over a device mesh.
+
+``xj.explain(model, x, target, method=..., mesh=...)`` and ``bind(...)(..., mesh=...)`` come
+here: the batch (images and targets) is padded to a multiple of the mesh's data axis, laid out
+with ``NamedSharding(mesh, P(data))``, the model's variables and every traced option are
+replicated, and the method's own compiled program runs on the sharded arrays (GSPMD partitions
+it; every method works per image along the batch axis, so each device computes its images with
+no communication). The result is cut back to the caller's batch.
+
+A mesh is either a :class:`jax.sharding.Mesh` (the data axis is the one named ``"data"``, else
+its first axis; other axes replicate) or ``"auto"``: all local devices on one ``"data"`` axis.
+Mesh axes are used as ``AxisType.Auto`` (GSPMD propagation): ``jax.make_mesh`` gives
+``Explicit`` axes by default in current JAX, so such a mesh is rebuilt with ``Auto`` axes over
+the same devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Any, Dict, Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MeshLike = Union[None, str, Mesh]
+
+DATA_AXIS = "data"
+
+
+def resolve_mesh(mesh: MeshLike) -> Optional[Mesh]:
+    """``None`` -> ``None``; ``"auto"`` -> all local devices on one ``"data"`` axis; a
+    :class:`~jax.sharding.Mesh` -> the same devices with ``Auto`` axis types."""
+    if mesh is None:
+        return None
+    if isinstance(mesh, str):
+        if mesh != "auto":
+            raise ValueError(f"mesh must be None, 'auto' or a jax.sharding.Mesh; got {mesh!r}")
+        return _auto_mesh(tuple(jax.local_devices()))
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be None, 'auto' or a jax.sharding.Mesh; got "
+                        f"{type(mesh).__name__} — build one with jax.sharding.Mesh(devices, "
+                        f"('data',))")
+    auto = jax.sharding.AxisType.Auto
+    if all(t == auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
+
+
+_AUTO: Dict[Tuple[Any, ...], Mesh] = {}
+
+
+def _auto_mesh(devices: Tuple[Any, ...]) -> Mesh:
+    if devices not in _AUTO:
+        _AUTO[devices] = Mesh(np.array(devices), (DATA_AXIS,),
+                              axis_types=(jax.sharding.AxisType.Auto,))
+    return _AUTO[devices]
+
+
+def data_axis(mesh: Mesh) -> str:
+    """The axis the batch is split over: ``"data"`` if the mesh has it, else its first."""
+    return DATA_AXIS if DATA_AXIS in mesh.axis_names else mesh.axis_names[0]
+
+
+def data_size(mesh: Mesh) -> int:
+    """How many ways the batch is split."""
+    return int(mesh.shape[data_axis(mesh)])
+
+
+def pad_batch(a: Any, n: int) -> Any:
+    """``a`` with its leading axis padded to ``n`` by repeating its last row (a real input, so
+    no method meets an image it would refuse, e.g. an all-zero one)."""
+    extra = n - a.shape[0]
+    if extra <= 0:
+        return a
+    return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)], axis=0)
+
+
+# the replicated copy of a Model's variables per (model, mesh), so a repeated call does not
+# copy the weights to every device again; dropped when the model is garbage-collected
+_REPLICATED: Dict[Tuple[int, Mesh], Tuple[Any, Any]] = {}
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every array leaf of ``tree`` replicated over ``mesh`` (non-array leaves unchanged)."""
+    rep = NamedSharding(mesh, P())
+
+    def put(a):
+        if isinstance(a, (jax.Array, np.ndarray)):
+            return jax.device_put(a, rep)
+        return a
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def replicated_model(model: Any, mesh: Mesh) -> Any:
+    """``model`` with its variables replicated over ``mesh``, cached per live model object
+    (a plain callable passes through: its closed-over constants are the compiler's)."""
+    if not jax.tree_util.tree_leaves(model):
+        return model
+    key = (id(model), mesh)
+    hit = _REPLICATED.get(key)
+    if hit is not None and hit[0]() is model:
+        return hit[1]
+    rep = replicate(model, mesh)
+    try:
+        ref = weakref.ref(model, lambda _, k=key: _REPLICATED.pop(k, None))
+    except TypeError:  # not weak-referenceable: do not cache
+        return rep
+    _REPLICATED[key] = (ref, rep)
+    return rep
+
+
+def shard_batch(mesh: Mesh, *arrays: Any) -> Tuple[int, Tuple[Any, ...]]:
+    """``(n, arrays)``: the batch size ``n`` and the arrays padded to a multiple of the data
+    axis and sharded over it along their leading axis."""
+    n = arrays[0].shape[0]
+    k = data_size(mesh)
+    padded = -(-n // k) * k
+    spec = NamedSharding(mesh, P(data_axis(mesh)))
+    return n, tuple(jax.device_put(pad_batch(a, padded), spec) for a in arrays)
+
+
+def constrain_batch(mesh: Mesh, n: int, tree: Any) -> Any:
+    """Inside a traced program: every array leaf of ``tree`` whose leading axis is the batch
+    (``n`` rows) constrained to be split over the data axis, the others left to the
+    compiler."""
+    spec = NamedSharding(mesh, P(data_axis(mesh)))
+
+    def con(a):
+        if hasattr(a, "shape") and a.ndim and a.shape[0] == n:
+            return jax.lax.with_sharding_constraint(a, spec)
+        return a
+
+    return jax.tree_util.tree_map(con, tree)
+
+
+# the inner-axis mode: set while a sharded program is being traced (never at run time, so a
+# cached program is never affected); read by shard_inner
+_INNER = threading.local()
+
+
+@contextlib.contextmanager
+def inner_axis(mesh: Optional[Mesh]):
+    """Within the block, :func:`shard_inner` splits arrays over ``mesh``'s data axis (``None``:
+    it does nothing). Used while tracing a method whose batch is smaller than the axis."""
+    prev = getattr(_INNER, "mesh", None)
+    _INNER.mesh = mesh
+    try:
+        yield
+    finally:
+        _INNER.mesh = prev
+
+
+def shard_inner(tree: Any) -> Any:
+    """Split the leading axis of every array of ``tree`` over the data axis when a sharded
+    program is traced in inner mode (:func:`inner_axis`), else return ``tree`` unchanged.
+
+    Multi-pass methods call it on their inner batch so that a batch of fewer images than
+    devices still uses every device. Today :func:`xaijax.methods.gradient.chunked_sum` does
+    (IG, SmoothGrad, VarGrad, Guided/Blur IG, the Shapley samplers). RISE, Score-CAM,
+    occlusion and LIME merge the inner axis *inside* the image axis (a ``vmap`` over images
+    around their chunk loop), so a constraint there only adds all-gathers; they stay
+    replicated in inner mode until their loops put the inner axis outermost.
+    """
+    mesh = getattr(_INNER, "mesh", None)
+    if mesh is None:
+        return tree
+    spec = NamedSharding(mesh, P(data_axis(mesh)))
+
+    def con(a):
+        if hasattr(a, "ndim") and a.ndim:
+            return jax.lax.with_sharding_constraint(a, spec)
+        return a
+
+    return jax.tree_util.tree_map(con, tree)
+
+
+def unpad(tree: Any, n: int, padded: int) -> Any:
+    """Every array leaf whose leading axis is the padded batch cut back to ``n`` rows."""
+    if n == padded:
+        return tree
+
+    def cut(a):
+        if isinstance(a, jax.Array) and a.ndim and a.shape[0] == padded:
+            return a[:n]
+        return a
+
+    return jax.tree_util.tree_map(cut, tree)
