@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", required=True, choices=("single6", "double12", "digits"))
     tr.add_argument("--arch", default="small_cnn", choices=("small_cnn", "small_vgg"))
     tr.add_argument("--out", required=True, help="output directory")
-    tr.add_argument("--steps", type=int, default=1500)
+    tr.add_argument("--steps", type=int, default=1000)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--lr", type=float, default=3e-3, help="Adam's peak learning rate")

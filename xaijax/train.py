@@ -26,7 +26,7 @@ Examples:
 
   Training (minutes at full size; see ``benchmarks/train_models.py``)::
 
-    r = xj.train.train_classifier("double12", "small_vgg", steps=1500, seed=0)
+    r = xj.train.train_classifier("double12", "small_vgg", steps=1000, seed=0)
     r.accuracy                       # held-out accuracy
     xj.train.save(r, "d12_vgg")      # orbax; xj.train.load("d12_vgg") -> Model
 """
@@ -208,7 +208,7 @@ def _batches(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
     return order[:steps * batch_size].reshape(steps, batch_size).astype(np.int32)
 
 
-def train_classifier(data: str = "single6", arch: str = "small_cnn", *, steps: int = 1500,
+def train_classifier(data: str = "single6", arch: str = "small_cnn", *, steps: int = 1000,
                      batch_size: int = 64, learning_rate: float = 3e-3, seed: int = 0,
                      size: int = 32, width: int = 16, n_train: Optional[int] = None,
                      n_test: Optional[int] = None,

@@ -92,6 +92,11 @@ CASES = {
                  "extremal_perturbation", "dssr"],
                 rf"Table 3 pointing game: {{m}} {NUM} % \(class mean {NUM} %\)")
         + [r"wrote \S*xaijax-reproduce-\S*RESULTS\.md \(wall \d+ s\)"]),
+    # no peer: held-out accuracy of xj.train's classifiers (the 95 % bar per row)
+    "train_models": (
+        (),
+        [r"arch\s+data\s+n_train\s+n_test\s+held-out\s+train\s+seconds\s+bar",
+         rf"small_cnn\s+single6\s+128\s+64\s+{NUM}\s+{NUM}\s+{NUM}\s+(met|MISSED)"]),
 }
 # the smoke runs near or over 20 s on 2 idle CPU cores (fgvis_table1 26 s, bench_gradient_family
 # 18 s, reproduce 75 s: ten methods' compilations plus fgvis_table1's smoke; the others 8-12 s;
