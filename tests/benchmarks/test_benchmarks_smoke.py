@@ -97,6 +97,37 @@ CASES = {
         (),
         [r"arch\s+data\s+n_train\s+n_test\s+held-out\s+train\s+seconds\s+bar",
          rf"small_cnn\s+single6\s+128\s+64\s+{NUM}\s+{NUM}\s+{NUM}\s+(met|MISSED)"]),
+    "bench_excitation": (
+        TORCH + ("torchray",),
+        [r"model\s+method\s+layer\s+float64 rel\s+float32 rel"]
+        + _rows(["excitation_backprop", "contrastive_excitation_backprop", "linear_approx"],
+                rf"resnet18\s+{{m}}\s+.*\s+{SCI}\s+{SCI}")
+        + _rows(["excitation_backprop", "contrastive_excitation_backprop"],
+                rf"resnet18\s+{{m}}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}")),
+    # no peer: Oramas Fig. 4 and Fig. 8-9 (the smoke model is untrained: the lines, not values)
+    "oramas_reproduce": (
+        (),
+        [rf"single6\s+(All|OnlyConv)\s+\d+/\d+\s+{NUM}\s+{NUM}\s+{NUM} ± {NUM}\s+{NUM} ± {NUM}"]
+        + _rows(["Upsampled act.", "Deconv+GB", "Deconv+GB + stride fix (ours)"],
+                rf"single6\s+{{m}}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}")),
+    "dataset_run": (
+        (),
+        [rf"in memory \(no I/O\)\s+{NUM} img/s",
+         rf"run_dataset\s+{NUM} img/s.*",
+         rf"rerun of a finished folder: {NUM} s, computed 0"]),
+    "sharded_scaling": (
+        (),
+        [r"method\s+1 dev img/s\s+2 dev img/s\s+speed-up\s+compile s",
+         rf"gradient\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}"]),
+    # no peer: the issue's bars (flip / keep >= 90 %, IoU above the gradient's) are met by the
+    # full run only; the smoke run checks that every line is printed
+    "adversarial_explainer": (
+        (),
+        [rf"adversarial generator flips the decision:\s+{NUM} %.*",
+         rf"similar generator keeps the decision:\s+{NUM} %.*",
+         rf"adversarial_explainer\s+{NUM}\s+{NUM}\s+{NUM}",
+         rf"gradient\s+{NUM}\s+{NUM}\s+{NUM}",
+         r"issue 21 criteria: (met|NOT met) \(total \d+\.\ds\)"]),
 }
 # the smoke runs near or over 20 s on 2 idle CPU cores (fgvis_table1 26 s, bench_gradient_family
 # 18 s, reproduce 75 s: ten methods' compilations plus fgvis_table1's smoke; the others 8-12 s;
@@ -134,3 +165,9 @@ def test_benchmark_smoke_run_prints_its_table(script):
     missing = [p for p in lines if re.search(rf"^{p}$", r.stdout, re.MULTILINE) is None]
     assert not missing, f"{script} --smoke ({wall:.0f} s) printed no line matching {missing}:\n" \
                         f"{r.stdout[-4000:]}"
+
+
+def test_every_benchmark_script_has_a_smoke_case():
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"__init__", "common"}
+    assert scripts == set(CASES), (f"benchmarks without a smoke case: {sorted(scripts - set(CASES))}"
+                                   f"; cases without a script: {sorted(set(CASES) - scripts)}")
