@@ -95,9 +95,9 @@ def flowers(n: int, variant: str = "single6", size: int = 64, seed: int = 0
       seed: the images, labels and masks are a function of ``(n, variant, size, seed)``.
 
     Returns:
-      ``{"images": (n, size, size, 3) float32 in [0, 1], "labels": (n,) int32,
-      "masks": (n, size, size) bool (the visible discriminative part), "parts": (n,) int32
-      (0: centre, 1: stem + leaf), "num_classes": int}``.
+      a dict with ``"images"`` ``(n, size, size, 3)`` float32 in [0, 1], ``"labels"``
+      ``(n,)`` int32, ``"masks"`` ``(n, size, size)`` bool (the visible discriminative part),
+      ``"parts"`` ``(n,)`` int32 (0 centre, 1 stem + leaf) and ``"num_classes"`` (int).
 
     Examples:
       >>> d = flowers(12, "double12", size=32, seed=1)
