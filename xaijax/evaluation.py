@@ -273,18 +273,7 @@ def _predict(model, x):
 
 def _progress(total: int, show: bool) -> Callable[[Optional[str]], None]:
     """``step(description)`` advances a tqdm bar (``step(None)`` closes it); silent when not
-    shown."""
-    if not show:
-        return lambda desc: None
-    from tqdm import tqdm
+    shown (:func:`xaijax.progress.bar`)."""
+    from xaijax.progress import bar
 
-    bar = tqdm(total=total, unit="batch", file=sys.stderr)
-
-    def step(desc):
-        if desc is None:
-            bar.close()
-        else:
-            bar.set_description(desc)
-            bar.update(1)
-
-    return step
+    return bar(total, show)
