@@ -80,3 +80,26 @@ def test_cli_explain_quiet_when_not_interactive(tmp_path, capfd):
                "--opt", "num_masks=8", "--opt", "batch_size=4", "--out", str(out)])
     assert rc == 0 and out.is_file()
     assert "rise masks" not in capfd.readouterr().err  # stderr is captured: not a terminal
+
+
+def test_data_sets_quiet_unless_asked(capfd):
+    import importlib
+
+    cutouts = importlib.import_module("xaijax.data.cutouts")
+    flowers = importlib.import_module("xaijax.data.flowers").flowers  # the package re-exports it
+    quiet = flowers(130, size=16, progress=False)
+    assert capfd.readouterr().err == ""
+    shown = flowers(130, size=16, progress=True)
+    assert "flowers" in capfd.readouterr().err
+    assert (quiet["images"] == shown["images"]).all()
+    cutouts.composites(2, size=32, progress=False)
+    assert capfd.readouterr().err == ""
+    cutouts.composites(2, size=32, progress=True)
+    assert "2/2" in capfd.readouterr().err
+
+
+def test_compare_passes_its_progress_to_the_methods(setup, capfd):
+    model, x = setup
+    xj.viz.compare(model, x[:1], methods=[("rise", CASES["rise"])], progress=True)
+    jax.effects_barrier()
+    assert "rise masks" in capfd.readouterr().err
