@@ -23,6 +23,10 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 def kernel(tmp_path_factory):
     env = dict(os.environ, XAIJAX_NOTEBOOK_SMALL="1", PYTHONPATH=os.pathsep.join(
         p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    if os.environ.get("XAIJAX_TEST_XLA_CACHE"):  # the suite's compilation cache (conftest)
+        env.update(JAX_COMPILATION_CACHE_DIR=os.environ["XAIJAX_TEST_XLA_CACHE"],
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     km = jupyter_client.KernelManager(kernel_name="python3")
     km.start_kernel(env=env, cwd=str(tmp_path_factory.mktemp("notebooks")))
     yield km
