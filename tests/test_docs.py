@@ -18,7 +18,9 @@ def _text(path):
     return re.sub(r"\s+", " ", html.unescape(page))
 
 
-@pytest.mark.slow  # ~20 s: autodoc of every module, the notebooks, the method pages
+# Sphinx 9 deprecations inside napoleon (not ours), one per docstring
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
+@pytest.mark.slow  # ~15-20 s: autodoc of every module, the notebooks, the method pages
 def test_docs_build_warning_free(tmp_path, capsys):
     pytest.importorskip("myst_nb")  # the test extra installs it (CI fails a skip)
     pytest.importorskip("furo")
@@ -37,7 +39,7 @@ def test_docs_build_warning_free(tmp_path, capsys):
     for name in base.available():
         page = _text(out / "methods" / f"{name}.html")
         paper = base.info(name).paper  # "Selvaraju et al. 2017, Eq. 1-2"
-        assert paper and f"Paper: {paper}" in page, (name, paper)
+        assert paper and re.search(r"Paper\s*:\s*" + re.escape(paper), page), (name, paper)
         fn = base.info(name).fn
         assert f'id="{fn.__module__}.{fn.__qualname__}"' in (
             out / "api" / f"{fn.__module__}.html").read_text(encoding="utf-8"), name
