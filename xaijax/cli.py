@@ -90,6 +90,9 @@ def cmd_explain(args) -> int:
     info = xj.methods.info(args.method)
     if "key" in info.options and "key" not in opts:
         opts["key"] = jax.random.PRNGKey(args.seed)
+    show = not args.quiet and sys.stderr.isatty()
+    if "progress" in info.options and "progress" not in opts:
+        opts["progress"] = show  # the method's own bar (FGVis steps, RISE/SISE/LIME chunks)
     if "tap" in opts and isinstance(opts["tap"], (int, float)):
         opts["tap"] = str(opts["tap"])
     static, traced = xj.methods.split_options(args.method, opts)
@@ -100,7 +103,7 @@ def cmd_explain(args) -> int:
     try:
         from tqdm import tqdm
         it = tqdm(range(0, x.shape[0], bs), desc=f"{args.method}", unit="batch",
-                  disable=x.shape[0] <= bs or not sys.stderr.isatty())
+                  disable=x.shape[0] <= bs or not show)
     except ImportError:  # pragma: no cover
         it = range(0, x.shape[0], bs)
     for s in it:
@@ -491,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="method option (repeatable), e.g. --opt steps=64")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--quiet", action="store_true",
+                   help="no progress bars (also off when stderr is not a terminal)")
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--alpha", type=float, default=0.5)
     e.add_argument("--cmap", default=None)

@@ -171,7 +171,8 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
       masks: ``(N, H, W)`` bool object masks (the localisation metrics' ground truth).
       key: PRNG key for stochastic methods (default ``PRNGKey(0)``).
       batch_size: images per method call (memory is one batch).
-      progress: show a progress bar (default: when stderr is a terminal).
+      progress: show a progress bar (default: when stderr is a terminal), and the methods'
+        own bars where they have a ``progress`` option (:mod:`xaijax.progress`).
       heatmaps: ``{method label: (N, H, W)}`` maps already computed for these images and
         targets (e.g. ``dict(zip(c.labels, c.heatmaps))`` of a :func:`xaijax.viz.compare`
         result); those methods are scored without running them again, and their ``seconds``
@@ -214,6 +215,8 @@ def evaluate(model: Any, x: Array, target: base.Target = "top1", *,
     bar = _progress(len(rows) * -(-n // bs), show)
     for i, (label, name, opts) in enumerate(rows):
         opts = dict(opts)
+        if show and "progress" in base.info(name).options:
+            opts.setdefault("progress", True)  # the method's own bar (FGVis, RISE, SISE, LIME)
         if "key" in base.info(name).options and "key" not in opts:
             opts["key"] = jax.random.fold_in(key, i)
         static, traced = base.split_options(name, opts)
@@ -273,18 +276,7 @@ def _predict(model, x):
 
 def _progress(total: int, show: bool) -> Callable[[Optional[str]], None]:
     """``step(description)`` advances a tqdm bar (``step(None)`` closes it); silent when not
-    shown."""
-    if not show:
-        return lambda desc: None
-    from tqdm import tqdm
+    shown (:func:`xaijax.progress.bar`)."""
+    from xaijax.progress import bar
 
-    bar = tqdm(total=total, unit="batch", file=sys.stderr)
-
-    def step(desc):
-        if desc is None:
-            bar.close()
-        else:
-            bar.set_description(desc)
-            bar.update(1)
-
-    return step
+    return bar(total, show)

@@ -16,6 +16,7 @@ import numpy as np
 
 from xaijax.data.boxes import _annotations
 from xaijax.data.images import SAMPLE_NAMES, load_image
+from xaijax.progress import bar, shown
 
 BACKGROUNDS = ("photo", "blurred", "noise", "stripes", "gradient", "checkerboard")
 # Photos never used as the background of each other's objects: both hold a launch vehicle
@@ -97,7 +98,7 @@ def _photo_background(name: str, rng: np.random.Generator, size: int, blur: bool
 
 def composites(n: int, *, size: int = 224, seed: int = 0, objects: Optional[Sequence[str]] = None,
                backgrounds: Sequence[str] = BACKGROUNDS, scale: Tuple[float, float] = (0.4, 0.8),
-               flip: bool = True) -> Dict[str, np.ndarray]:
+               flip: bool = True, progress: Optional[bool] = None) -> Dict[str, np.ndarray]:
     """Objects from the bundled photos pasted at random places onto other backgrounds.
 
     Image ``i`` draws everything from its own generator ``np.random.default_rng([seed, i])``:
@@ -118,6 +119,8 @@ def composites(n: int, *, size: int = 224, seed: int = 0, objects: Optional[Sequ
       backgrounds: background kinds drawn uniformly, a subset of ``BACKGROUNDS``.
       scale: range of the object's longer side as a fraction of ``size``, in (0, 1].
       flip: mirror half of the objects left-right.
+      progress: a bar of the images on stderr (default: when stderr is a terminal;
+        :mod:`xaijax.progress`).
 
     Returns:
       dict with ``images`` ``(n, size, size, 3)`` uint8; ``masks`` ``(n, size, size)`` bool,
@@ -160,7 +163,9 @@ def composites(n: int, *, size: int = 224, seed: int = 0, objects: Optional[Sequ
     boxes = np.empty((n, 4), np.int32)
     labels = np.empty((n,), np.int32)
     sources, bgs = [], []
+    step = bar(n, shown(progress) and n > 1, unit="image", desc="composites")
     for i in range(n):
+        step()
         rng = np.random.default_rng([int(seed), i])
         src, (bx0, by0, bx1, by1), label = objs[int(rng.integers(len(objs)))]
         bw, bh = bx1 - bx0, by1 - by0
@@ -187,6 +192,7 @@ def composites(n: int, *, size: int = 224, seed: int = 0, objects: Optional[Sequ
         labels[i] = label
         sources.append(src)
         bgs.append(kind)
+    step(None)
     return {"images": images, "masks": masks, "boxes": boxes, "labels": labels,
             "sources": np.asarray(sources, dtype=str).reshape(n),
             "backgrounds": np.asarray(bgs, dtype=str).reshape(n)}
@@ -194,8 +200,8 @@ def composites(n: int, *, size: int = 224, seed: int = 0, objects: Optional[Sequ
 
 def filter_by_model(model: Callable[[Any], Any], data: Dict[str, np.ndarray], *, top_k: int = 1,
                     batch_size: int = 32,
-                    preprocess: Optional[Callable[[np.ndarray], Any]] = None
-                    ) -> Dict[str, np.ndarray]:
+                    preprocess: Optional[Callable[[np.ndarray], Any]] = None,
+                    progress: Optional[bool] = None) -> Dict[str, np.ndarray]:
     """The images of ``data`` that ``model`` classifies as their ``labels``.
 
     An image is kept when its label is among the model's ``top_k`` logits (``top_k=1``: the
@@ -212,6 +218,8 @@ def filter_by_model(model: Callable[[Any], Any], data: Dict[str, np.ndarray], *,
         ``xaijax.models.preprocess(model, images, resize="stretch")`` (its normalisation; no
         resampling when the images already have its input size); for any other callable,
         ``images / 255`` as float32.
+      progress: a bar of the batches on stderr (default: when stderr is a terminal;
+        :mod:`xaijax.progress`).
 
     Returns:
       The kept entries of ``data`` plus ``index`` ``(M,)``, their positions in ``data``.
@@ -246,7 +254,9 @@ def filter_by_model(model: Callable[[Any], Any], data: Dict[str, np.ndarray], *,
                 return np.asarray(im, np.float32) / 255.0
     keep = np.zeros(n, bool)
     bs = min(int(batch_size), n)
+    step = bar(-(-n // max(bs, 1)), shown(progress), desc="filter_by_model")
     for s in range(0, n, max(bs, 1)):
+        step()
         batch = images[s:s + bs]
         m = len(batch)
         if m < bs:  # pad with the last image: one input shape for every call
@@ -262,6 +272,7 @@ def filter_by_model(model: Callable[[Any], Any], data: Dict[str, np.ndarray], *,
             top = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
             hit = (top == labels[s:s + m, None]).any(axis=1)
         keep[s:s + m] = hit
+    step(None)
     index = np.nonzero(keep)[0]
     out = {k: (np.asarray(v)[index] if np.ndim(v) >= 1 and len(v) == n else v)
            for k, v in data.items()}

@@ -34,9 +34,11 @@ C``, then shuffled) so that every class is equally frequent.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
+
+from xaijax.progress import bar, shown
 
 VARIANTS = {"single6": 6, "double12": 12}
 _CHUNK = 64
@@ -83,8 +85,8 @@ def _value_noise(rng, n, size, cells=4):
     return rows[:, :, i0] * (1 - f)[None, None, :] + rows[:, :, i0 + 1] * f[None, None, :]
 
 
-def flowers(n: int, variant: str = "single6", size: int = 64, seed: int = 0
-            ) -> Dict[str, np.ndarray]:
+def flowers(n: int, variant: str = "single6", size: int = 64, seed: int = 0,
+            progress: Optional[bool] = None) -> Dict[str, np.ndarray]:
     """``n`` synthetic flowers of ``variant`` (``"single6"`` or ``"double12"``) at ``size``.
 
     Args:
@@ -93,11 +95,13 @@ def flowers(n: int, variant: str = "single6", size: int = 64, seed: int = 0
         (the colour and whether the centre or the stem + leaf carries it: 12 classes).
       size: image side in pixels (>= 16).
       seed: the images, labels and masks are a function of ``(n, variant, size, seed)``.
+      progress: a bar of the chunks of 64 images on stderr (default: when stderr is a
+        terminal; :mod:`xaijax.progress`).
 
     Returns:
-      ``{"images": (n, size, size, 3) float32 in [0, 1], "labels": (n,) int32,
-      "masks": (n, size, size) bool (the visible discriminative part), "parts": (n,) int32
-      (0: centre, 1: stem + leaf), "num_classes": int}``.
+      a dict with ``"images"`` ``(n, size, size, 3)`` float32 in [0, 1], ``"labels"``
+      ``(n,)`` int32, ``"masks"`` ``(n, size, size)`` bool (the visible discriminative part),
+      ``"parts"`` ``(n,)`` int32 (0 centre, 1 stem + leaf) and ``"num_classes"`` (int).
 
     Examples:
       >>> d = flowers(12, "double12", size=32, seed=1)
@@ -123,11 +127,14 @@ def flowers(n: int, variant: str = "single6", size: int = 64, seed: int = 0
     # chunks of images small enough to stay in the CPU caches (3x faster at 64 px than one
     # whole-set pass); each chunk has its own generator, so the set is fixed by the seed
     images, masks = [], []
+    step = bar(-(-n // _CHUNK), shown(progress) and n > _CHUNK, unit="chunk", desc="flowers")
     for c0 in range(0, n, _CHUNK):
         sub = np.random.default_rng([seed, size, num_classes, 1 + c0 // _CHUNK])
         im, m = _render(sub, colour[c0:c0 + _CHUNK], part[c0:c0 + _CHUNK], size)
         images.append(im)
         masks.append(m)
+        step()
+    step(None)
     return {"images": np.concatenate(images), "labels": labels,
             "masks": np.concatenate(masks), "parts": part.astype(np.int32),
             "num_classes": num_classes}

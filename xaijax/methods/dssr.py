@@ -6,7 +6,7 @@ Gu (2020), "Discriminative Model-Agnostic Vision Explainer for Differentiable Cl
 mask initialised to 0, reference sampled from U(0, 1)).
 
 Which side of the mask is the evidence (worked out from Eq. 4–5)
----------------------------------------------------------------
+-----------------------------------------------------------------
 
 With ``x_{r,m} = m·x + (1-m)·r`` (Eq. 1), Eq. 4 minimises
 

@@ -77,6 +77,7 @@ import jax.numpy as jnp
 import optax
 
 from xaijax.methods.base import Explanation, logits_fn, register, require_model
+from xaijax.progress import tick
 from xaijax.rules import fgvis as fgvis_rules
 
 Array = jax.Array
@@ -117,7 +118,7 @@ def _make_optimizer(name: str, learning_rate: Array) -> optax.GradientTransforma
 
 def _solve(apply_fn, x: Array, t: Array, lam: Array, learning_rate: Array,
            init_value: Array, *, phi_fn, game: str, iterations: int, similarity: str,
-           optimizer: str):
+           optimizer: str, progress: bool = False):
     """Optimise one mask per row of ``x`` (B, H, W, C), row ``i`` for target ``t[i]`` and
     sparsity weight ``lam[i]``. The rows are independent problems solved together: the model
     is per-sample (inference mode), ``‖m‖₁`` is taken per row and the optimisers are
@@ -139,14 +140,16 @@ def _solve(apply_fn, x: Array, t: Array, lam: Array, learning_rate: Array,
         loss = sign * (phi + lam * jnp.sum(jnp.abs(m), axis=tuple(range(1, m.ndim))))
         return jnp.sum(loss), (loss, jnp.exp(lp))
 
-    def step(state: MaskState, _):
+    def step(state: MaskState, i):
+        tick(i, iterations, f"fgvis {game}", progress)
         (_, (loss, p)), g = jax.value_and_grad(objective, has_aux=True)(state.mask)
         updates, opt_state = opt.update(g, state.opt_state, state.mask)
         m = optax.projections.projection_box(optax.apply_updates(state.mask, updates), 0.0, 1.0)
         return MaskState(m, opt_state), (loss, p)
 
     m0 = jnp.full(x.shape, init_value, x.dtype)
-    state, (losses, scores) = jax.lax.scan(step, MaskState(m0, opt.init(m0)), None,
+    state, (losses, scores) = jax.lax.scan(step, MaskState(m0, opt.init(m0)),
+                                           jnp.arange(iterations) if progress else None,
                                            length=iterations)
     m = state.mask
     p_final = jnp.exp(target_logprob(apply_fn(m * x)))
@@ -190,14 +193,14 @@ def select_lambda(scores: Array, score_image: Array, *, game: str, keep_ratio: f
           paper="Wagner et al. 2019, Eq. 1-6 (mask games, gradient-filter defense)",
           peer="",
           static=("game", "iterations", "similarity", "defense", "optimizer",
-                           "defense_taps"), needs="function")
+                           "defense_taps", "progress"), needs="function")
 def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
           lam: Optional[Any] = None, lam_candidates: Sequence[float] = DEFAULT_LAMS,
           iterations: int = 100, learning_rate: float = 0.1,
           similarity: str = "cross_entropy", defense: bool = True, optimizer: str = "adam",
           keep_ratio: float = 0.9, drop_ratio: float = 0.1,
           defense_taps: Optional[Tuple[str, ...]] = None,
-          mask_init: Optional[float] = None) -> Explanation:
+          mask_init: Optional[float] = None, progress: bool = False) -> Explanation:
     """FGVis (Wagner et al. 2019): per-pixel, per-channel mask games with the gradient filter.
 
     Args:
@@ -224,6 +227,8 @@ def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
       mask_init: initial mask value; default the paper's (1 for preservation/deletion, 0 for
         generation/repression, §3.1). On BatchNorm networks the all-zero explanation can be a
         fixed point of the *defended* optimisation (see the module docstring).
+      progress: show a bar of the optimisation steps on stderr (static; the λ candidates
+        run together, so one bar covers the λ search; :mod:`xaijax.progress`).
 
     Returns:
       heatmap: the mean mask over colours (Fig. 2 f): ``mean_c m`` for preservation/generation,
@@ -281,7 +286,7 @@ def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
     masks_b, losses_b, scores_b, p_final = _solve(
         apply_fn, rep(x), rep(target), lams.reshape(-1), learning_rate, init_value,
         phi_fn=phi_fn, game=game, iterations=iterations, similarity=similarity,
-        optimizer=optimizer)
+        optimizer=optimizer, progress=progress)
     p_x = jnp.exp(jax.nn.log_softmax(logits_x, axis=-1)[jnp.arange(n), target])
     cand_scores = p_final.reshape(n, k)
     idx = jax.vmap(lambda s_, px: select_lambda(s_, px, game=game, keep_ratio=keep_ratio,

@@ -38,7 +38,7 @@ def heatmap_sum(a: Array) -> Array:
           paper="Simonyan et al. 2014, §3.1 (|dS_c/dx|, max over channels)",
           peer="Captum Saliency")
 def gradient(model: Any, x: Array, target: Array) -> Explanation:
-    """Gradient saliency (Simonyan et al. 2014): max over channels of |∂S_c/∂x|.
+    """Gradient saliency (Simonyan et al. 2014): max over channels of ``|∂S_c/∂x|``.
 
     Args:
       model: a zoo Model or any JAX callable ``f(x) -> logits``.

@@ -785,8 +785,9 @@ def xrai(model: Any, x: Array, target: Array, *, steps: int = 100, area_threshol
       baselines: ``"minmax"`` (PAIR) or ``"black_white"`` (static).
       baseline_array: your own IG baselines ``(B, H, W, C)`` or ``(B, N, H, W, C)``.
       ig_method: ``"pair"`` or an IG quadrature (static).
-      scale_values, felzenszwalb_sigma, min_segment_size, resize_image, scale_range,
-        dilation_rad: the segmentation (PAIR's constants; static), see :func:`xrai_segments`.
+      scale_values, felzenszwalb_sigma, min_segment_size: the segmentation (PAIR's constants;
+        static), see :func:`xrai_segments`.
+      resize_image, scale_range, dilation_rad: the segmentation, as the three above.
       internal_batch_size: IG points per forward/backward pass (static).
       max_rounds: bound on the segmentation's merge rounds (static).
 

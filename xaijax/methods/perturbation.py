@@ -17,6 +17,7 @@ import numpy as np
 from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positive_int,
                                  class_scores, logits_fn, register, upsample)
 from xaijax.methods.masks import split_key
+from xaijax.progress import tick
 
 Array = jax.Array
 
@@ -178,10 +179,11 @@ def rise_masks(key: Array, num_masks: int, size: Tuple[int, int], grid_size: int
 @register("rise",
           paper="Petsiuk et al. 2018, Eq. 6-7 (Monte-Carlo estimate over random masks)",
           peer="TorchRay rise",
-          static=("num_masks", "grid_size", "p1", "batch_size", "score"))
+          static=("num_masks", "grid_size", "p1", "batch_size", "score", "progress"))
 def rise(model: Any, x: Array, target: Array, *, num_masks: int = 4000, grid_size: int = 7,
          p1: float = 0.5, batch_size: int = 100, key: Optional[Array] = None,
-         masks: Optional[Array] = None, score: str = "softmax") -> Explanation:
+         masks: Optional[Array] = None, score: str = "softmax", progress: bool = False
+         ) -> Explanation:
     """RISE: the saliency of a pixel is the expected class score over random masks keeping it.
 
     ``S(λ) = 1/(N·p₁) Σ_i f_c(x ⊙ M_i)·M_i(λ)`` (Eq. 6 with the Monte-Carlo estimate of Eq. 7,
@@ -201,6 +203,7 @@ def rise(model: Any, x: Array, target: Array, *, num_masks: int = 4000, grid_siz
       masks: optional explicit ``(M, H, W)`` masks shared by all images (then normalised by
         ``M·p₁``).
       score: ``"softmax"`` (RISE), ``"sigmoid"`` (TorchRay's ``rise``) or ``"logit"``.
+      progress: show a bar of the mask chunks on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       heatmap ``(N, H, W)``; attribution ``None``; ``extras``: ``num_masks``.
@@ -239,6 +242,7 @@ def rise(model: Any, x: Array, target: Array, *, num_masks: int = 4000, grid_siz
 
     def one(xi, ti, ki):
         def chunk(carry, c):
+            tick(c, chunks, "rise masks", progress)
             if masks is None:
                 m = rise_masks(jax.random.fold_in(ki, c), b, (h, w), grid_size, p1)
             else:
@@ -415,14 +419,14 @@ def check_segment_labels(opts) -> None:
           paper="Ribeiro et al. 2016, Eq. 1-2 (local weighted linear surrogate)",
           peer="Captum Lime",
           static=("num_samples", "num_segments", "segmentation", "batch_size", "score",
-                          "kernel_space", "slic_iterations"), signed=True,
+                          "kernel_space", "slic_iterations", "progress"), signed=True,
           validate=_validate_lime)
 def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
          num_segments: int = 50, segmentation: str = "slic", segments: Optional[Array] = None,
          samples: Optional[Array] = None, baseline: Any = 0.0, kernel_width=1.0, alpha=1.0,
          compactness=1.0, slic_iterations: int = 10, kernel_space: str = "input",
-         batch_size: int = 64, key: Optional[Array] = None, score: str = "logit"
-         ) -> Explanation:
+         batch_size: int = 64, key: Optional[Array] = None, score: str = "logit",
+         progress: bool = False) -> Explanation:
     """LIME: a weighted linear model of the class score on superpixels switched on and off.
 
     Each sample ``z ∈ {0, 1}^K`` (Bernoulli ½ per superpixel) keeps the superpixels with
@@ -451,6 +455,7 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
       batch_size: samples per model call (static).
       key: PRNG key for the samples (split per image; ``None`` means ``PRNGKey(0)``).
       score: ``"logit"`` (the model's output, as Captum), ``"softmax"`` or ``"sigmoid"``.
+      progress: show a bar of the sample chunks on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       heatmap ``(N, H, W)``: each pixel gets its superpixel's coefficient (signed).
@@ -497,6 +502,8 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
         xnorm = jnp.sqrt(jnp.sum(xi * xi))
 
         def chunk(idx):
+            b = min(int(batch_size), s_count)
+            tick(idx[0] // b, -(-s_count // b), "lime samples", progress)
             xp = coalition_images(xi, bi, onehot, z[idx])
             dot = jnp.sum(xp * xi, axis=(1, 2, 3))
             pn = jnp.sqrt(jnp.sum(xp * xp, axis=(1, 2, 3)))

@@ -40,6 +40,7 @@ from jax import lax
 from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positive_int,
                                  class_scores, minmax, register, require_model, upsample)
 from xaijax.models.base import Model
+from xaijax.progress import tick
 
 Array = jax.Array
 _HI = lax.Precision.HIGHEST
@@ -99,7 +100,8 @@ def masks_scored(num_selected: Array, num_maps: int, batch_size: int) -> Array:
 
 
 def layer_visualization(score_fn: Callable[[Array], Array], x: Array, acts: Array,
-                        weights: Array, batch_size: int) -> Array:
+                        weights: Array, batch_size: int, *, progress: bool = False,
+                        desc: str = "sise") -> Array:
     """Eq. 10–12 for one image and one layer: ``V(λ) = 1/|M| Σ_k w_k Ψ(x ⊙ m_k) m_k(λ) /
     Σ_λ' m_k(λ')`` with ``m_k = Ω(A_k)`` and ``|M| = Σ_k w_k``.
 
@@ -115,6 +117,8 @@ def layer_visualization(score_fn: Callable[[Array], Array], x: Array, acts: Arra
       acts: ``(h, w, K)`` feature maps of the layer.
       weights: ``(K,)`` 1 for the maps selected by Eq. 7, 0 otherwise.
       batch_size: masked images per call of ``score_fn`` (static).
+      progress, desc: report each chunk to the progress bar ``desc`` (static;
+        :func:`xaijax.progress.tick`).
 
     Returns:
       ``(H, W)``; zeros when no map is selected.
@@ -132,6 +136,7 @@ def layer_visualization(score_fn: Callable[[Array], Array], x: Array, acts: Arra
 
     def chunk(state):
         c, total = state
+        tick(c, needed, desc, progress)
         a = lax.dynamic_slice_in_dim(acts_p, c * b, b, axis=2)
         wc = lax.dynamic_slice_in_dim(w_p, c * b, b)
         m = jnp.moveaxis(attribution_masks(a[None], (h_in, w_in))[0], -1, 0)  # (b, H, W)
@@ -232,11 +237,11 @@ def _validate(model: Any, x: Any, opts: Mapping[str, Any]) -> None:
 @register("sise",
           paper="Sattarzadeh et al. 2021, Eq. 6-12 and the fusion module (Fig. 5)",
           peer="",
-          static=("layers", "batch_size", "score", "bins", "max_masks"), needs="taps",
+          static=("layers", "batch_size", "score", "bins", "max_masks", "progress"), needs="taps",
           validate=_validate)
 def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, ...]] = None,
          mu: Any = 0.0, batch_size: int = 64, score: str = "softmax", bins: int = 256,
-         max_masks: Optional[int] = None) -> Explanation:
+         max_masks: Optional[int] = None, progress: bool = False) -> Explanation:
     """SISE: block-wise attribution masks from feature maps, scored by input sampling, fused.
 
     For every selected layer, the feature maps with a large enough average gradient (Eq. 6–8)
@@ -261,6 +266,8 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
       bins: histogram bins of Otsu's method (static).
       max_masks: if set, only this many channels per layer, those with the largest ``α``, are
         candidates (static); ``None``: every channel is.
+      progress: show a bar per layer of the chunks of masked images on stderr (static;
+        :mod:`xaijax.progress`).
 
     Returns:
       heatmap ``(N, H, W)`` in [0, 1] (the fused explanation map); attribution ``None``;
@@ -292,7 +299,7 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
       map (the code returns it unnormalised) and divides by ``Σ m`` exactly (the code adds
       1e-6), treating a constant feature map as an all-zero mask.
     """
-    taps = _resolve_layers(model, layers)
+    taps = layer_names = _resolve_layers(model, layers)
     _check_static(batch_size, score, bins, max_masks)
     n, h_in, w_in, _ = x.shape
     shapes = jax.eval_shape(lambda z: model.forward(z, capture=list(taps))[1], x)
@@ -331,7 +338,8 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
             used.append(jnp.sum(keep))
             scored.append(masks_scored(used[-1], cnt, batch_size))
             vis.append(layer_visualization(score_fn, xi, a, keep.astype(jnp.float32),
-                                           batch_size))
+                                           batch_size, progress=progress,
+                                           desc=f"sise {layer_names[len(vis)]}"))
         vis = jnp.stack(vis)
         return (fuse(vis, bins), vis, jnp.stack(passing).astype(jnp.int32),
                 jnp.stack(used).astype(jnp.int32), jnp.stack(scored))

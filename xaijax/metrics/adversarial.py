@@ -58,8 +58,8 @@ def violation_summary(model, x: Array, e: Array, e_start: Optional[Array] = None
       taps: nonlinearity taps; default :func:`default_taps`.
 
     Returns:
-      ``{"outside": share of neurons outside their bounds, "excess": mean distance outside
-      (over all neurons)}``, each ``(N,)``; with ``e_start`` also ``"new_outside"`` (share
+      a dict of ``(N,)`` arrays, ``"outside"`` (share of neurons outside their bounds) and
+      ``"excess"`` (mean distance outside, over all neurons); with ``e_start`` also ``"new_outside"`` (share
       outside for ``e`` but inside for ``e_start``) and ``"excess_growth"`` (mean of
       ``max(excess(e) - excess(e_start), 0)``).
 

@@ -41,12 +41,12 @@ usage example at the end of ``efficientnet_lite_pytorch/model.py`` normalises wi
 statistics. Measured with these weights on skimage's photos (softmax probabilities, resize 256 +
 centre crop 224):
 
-=============================  ===================================  =========================
-normalisation                  ``chelsea`` (want Egyptian cat)      ``coffee`` (want espresso)
-=============================  ===================================  =========================
-ImageNet mean/std (chosen)     Egyptian cat 0.376 (tabby 0.272)     espresso 0.843
-TF-Lite (x - 127) / 128        tiger cat 0.383 (Egyptian cat 0.370)  espresso 0.957
-=============================  ===================================  =========================
+==========================  ====================================  ==========================
+normalisation               ``chelsea`` (want Egyptian cat)       ``coffee`` (want espresso)
+==========================  ====================================  ==========================
+ImageNet mean/std (chosen)  Egyptian cat 0.376 (tabby 0.272)      espresso 0.843
+TF-Lite (x - 127) / 128     tiger cat 0.383 (Egyptian cat 0.370)  espresso 0.957
+==========================  ====================================  ==========================
 
 Only the ImageNet statistics give the right top-1 on both photos;
 ``tests/models/test_pretrained.py`` re-checks the chosen normalisation on both.

@@ -91,7 +91,7 @@ def _bi_bwd(res, g):
 bounded_identity.defvjp(_bi_fwd, _bi_bwd)
 
 
-#: bounds of Eq. 5 are widened by this many machine epsilons × the layer's largest |h(x)| per
+#: bounds of Eq. 5 are widened by this many machine epsilons × the layer's largest ``|h(x)|`` per
 #: image before Eq. 6 compares (see the module docstring)
 ROUNDING_TOLERANCE = 1000.0
 

@@ -384,19 +384,19 @@ def composite(name: str, *, epsilon: Any = 1e-6, gamma: Any = 0.25, alpha: Any =
     Every preset adds :func:`base_composite` (Pass on nonlinearities and BatchNorm, :func:`norm` on
     ``Add`` / average pooling, gradient on max pooling). The rules on ``Conv`` / ``Dense`` are:
 
-    ==================== ============================ ===================== =========================
-    name                 Conv                         Dense                 zennit equivalent
-    ==================== ============================ ===================== =========================
-    ``epsilon``          LRP-ε                        LRP-ε                 LayerMap ``Epsilon``
-    ``lrp0``             LRP-0                        LRP-0                 ``Epsilon(epsilon=0)``
-    ``zplus``            z⁺                           z⁺                    LayerMap ``ZPlus``
-    ``alpha_beta``       LRP-αβ                       LRP-αβ                LayerMap ``AlphaBeta``
-    ``gamma``            LRP-γ                        LRP-γ                 LayerMap ``Gamma``
-    ``epsilon_plus``     z⁺                           LRP-ε                 ``EpsilonPlus``
-    ``epsilon_alpha_beta`` LRP-αβ                     LRP-ε                 ``EpsilonAlpha2Beta1``
-    ``epsilon_gamma_box`` zᴮ first conv, LRP-γ others LRP-ε                 ``EpsilonGammaBox``
-    ``epsilon_plus_box`` zᴮ first conv, z⁺ others     LRP-ε                 (EpsilonPlus + zᴮ)
-    ==================== ============================ ===================== =========================
+    ======================  ===========================  ======  ======================
+    name                    Conv                         Dense   zennit equivalent
+    ======================  ===========================  ======  ======================
+    ``epsilon``             LRP-ε                        LRP-ε   LayerMap ``Epsilon``
+    ``lrp0``                LRP-0                        LRP-0   ``Epsilon(epsilon=0)``
+    ``zplus``               z⁺                           z⁺      LayerMap ``ZPlus``
+    ``alpha_beta``          LRP-αβ                       LRP-αβ  LayerMap ``AlphaBeta``
+    ``gamma``               LRP-γ                        LRP-γ   LayerMap ``Gamma``
+    ``epsilon_plus``        z⁺                           LRP-ε   ``EpsilonPlus``
+    ``epsilon_alpha_beta``  LRP-αβ                       LRP-ε   ``EpsilonAlpha2Beta1``
+    ``epsilon_gamma_box``   zᴮ first conv, LRP-γ others  LRP-ε   ``EpsilonGammaBox``
+    ``epsilon_plus_box``    zᴮ first conv, z⁺ others     LRP-ε   (EpsilonPlus + zᴮ)
+    ======================  ===========================  ======  ======================
 
     Args:
       name: a preset from :data:`COMPOSITES`.

@@ -153,7 +153,8 @@ def compare(model: Model, images: Any,
         ``fold_in(key, i)``, image ``j`` ``fold_in`` of that with ``j``.
       image_names: row labels (default ``image 0``, ...; the file names or photo names when
         ``images`` are names).
-      progress: show a progress bar (default: when stderr is a terminal).
+      progress: show a progress bar (default: when stderr is a terminal), and the methods'
+        own bars where they have a ``progress`` option (:mod:`xaijax.progress`).
       **options: options given to every listed method that has them (e.g. ``steps=16``).
 
     Returns:
@@ -199,6 +200,8 @@ def compare(model: Model, images: Any,
     kept = []
     for i, (label, name, opts) in enumerate(rows):
         opts = dict(opts)
+        if show and "progress" in base.info(name).options:
+            opts.setdefault("progress", True)  # the method's own bar (FGVis, RISE, SISE, LIME)
         stochastic = "key" in base.info(name).options and "key" not in opts
         static, traced = base.split_options(name, opts)
         bm = base.bind(name, **static)

@@ -17,7 +17,7 @@ def normalize(heatmap: np.ndarray, *, signed: Optional[bool] = None,
 
     Unsigned maps go to [0, 1] (min-max after clipping at ``percentile``); signed maps (any
     negative value, or ``signed=True``) go to [0, 1] with 0.5 at zero, symmetric in the
-    ``percentile`` of |h|, so positive and negative evidence keep their meaning.
+    ``percentile`` of ``|h|``, so positive and negative evidence keep their meaning.
     """
     h = np.asarray(heatmap, np.float64)
     if h.ndim != 2:

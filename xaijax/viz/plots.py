@@ -52,7 +52,7 @@ def check_cmap(name: Optional[str]) -> None:
 
 def display_map(heatmap: np.ndarray, signed: bool) -> np.ndarray:
     """One ``(H, W)`` map scaled for display: [-1, 1] with 0 kept at 0 when signed (divided by
-    the 99.5th percentile of |h|); [0, 1] otherwise, from ``min(0, h.min())`` (0 for the usual
+    the 99.5th percentile of ``|h|``); [0, 1] otherwise, from ``min(0, h.min())`` (0 for the usual
     non-negative map, so a colour says "this fraction of the map's maximum") to the 99.5th
     percentile."""
     if signed:
