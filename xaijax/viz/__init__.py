@@ -18,6 +18,7 @@ from xaijax.viz.plots import compare_figure
 from xaijax.viz.plots import curves_figure
 from xaijax.viz.plots import fgvis_figure
 from xaijax.viz.plots import figure_image
+from xaijax.viz.plots import interpretation_figure
 from xaijax.viz.plots import maps_figure
 from xaijax.viz.plots import save_figure
 from xaijax.viz.plots import sise_figure

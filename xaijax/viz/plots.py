@@ -293,6 +293,104 @@ def maps_figure(comparison, index: int, *, cmap: str = UNSIGNED_CMAP,
     return fig
 
 
+def interpretation_figure(images: Any, interpretation: Any, average_images: Any = None,
+                          masks: Any = None, *, fit: Any = None, class_names: Any = None,
+                          cmap: str = "inferno", cell: float = 1.5):
+    """The pictures of explanation by interpretation (Oramas et al. 2019): per image the photo,
+    the ground-truth mask of the discriminative part if given, and the heatmap of each of its
+    top-k relevant features, titled with (layer, filter) and the feature's score
+    ``(w_ĵ ∘ x_i)``; below, the average image of each relevant filter given.
+
+    Args:
+      images: ``(N, H, W, 3)`` photos in [0, 1] (the images explained, unnormalised).
+      interpretation: :func:`xaijax.interpretation.explain_by_interpretation`'s result for
+        ``images``, or ``{label: result}`` (e.g. one per feedback of Fig. 7–9) for side-by-side
+        groups of ``k`` columns, each titled with its label.
+      average_images: :func:`xaijax.interpretation.average_images`'s ``{(layer, filter): patch}``
+        (optional): one row of patches in the given order, titled ``layer/filter``.
+      masks: ``(N, H, W)`` ground-truth masks (optional; shown in grey).
+      fit: the :class:`~xaijax.interpretation.RelevantFilters` explained with; names the layers
+        (without it a title reads ``L<index>/<filter>``).
+      class_names: names of the classes (default ``class <j>``) for the predicted class ĵ.
+      cmap: colour map of the heatmaps (non-negative; each scaled to its own 99.5th percentile,
+        as :func:`display_map`).
+      cell: inches per panel.
+
+    Returns:
+      a ``matplotlib.figure.Figure``; :func:`xaijax.viz.report`'s ``figures`` takes it.
+
+    References:
+      Oramas et al. 2019, §3.2 (visual feedback; Fig. 1, 7–9) and §4.1 (average images, Fig. 5).
+    """
+    Figure = _figure_cls()
+    groups = dict(interpretation) if isinstance(interpretation, dict) else {"": interpretation}
+    if not groups:
+        raise ValueError("interpretation is empty: give an Interpretation or {label: one}")
+    photos = np.asarray(images, np.float32)
+    first = next(iter(groups.values()))
+    n = int(np.asarray(first.target).shape[0])
+    if photos.ndim != 4 or photos.shape[0] != n:
+        raise ValueError(f"images must be the (N, H, W, 3) photos explained, N = {n}; got "
+                         f"{photos.shape}")
+    if masks is not None and np.asarray(masks).shape[:1] != (n,):
+        raise ValueError(f"masks must be (N, H, W) with N = {n}; got {np.asarray(masks).shape}")
+    for label, it in groups.items():
+        if np.asarray(it.heatmaps).shape[0] != n:
+            raise ValueError(f"interpretation {label!r} explains "
+                             f"{np.asarray(it.heatmaps).shape[0]} images, not {n}")
+
+    def name(layer: int, filt: int) -> str:
+        ly = fit.layers[layer] if fit is not None else f"L{layer}"
+        return f"{_short(str(ly), 10)}/{filt}"
+
+    lead = 1 + (masks is not None)
+    ks = [int(np.asarray(it.heatmaps).shape[1]) for it in groups.values()]
+    cols = lead + sum(ks)
+    avg = list((average_images or {}).items())
+    top_h = cell * n + 0.35 * n + 0.2
+    fig = Figure(figsize=(cell * cols, top_h + (cell + 0.5 if avg else 0.0)),
+                 layout="constrained")
+    top, bottom = (fig.subfigures(2, 1, height_ratios=[top_h, cell + 0.5]) if avg
+                   else (fig, None))
+    axes = top.subplots(n, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for j in range(n):
+        tgt = int(np.asarray(first.target)[j])
+        axes[j, 0].imshow(np.clip(photos[j], 0, 1), interpolation="nearest")
+        cname = class_names[tgt] if class_names is not None else f"class {tgt}"
+        axes[j, 0].set_title(f"ĵ = {_short(str(cname), 14)}", fontsize=7)
+        if masks is not None:
+            axes[j, 1].imshow(np.asarray(masks[j], np.float32), cmap="gray", vmin=0, vmax=1,
+                              interpolation="nearest")
+            axes[j, 1].set_title("ground truth", fontsize=7)
+        col = lead
+        for label, it in groups.items():
+            hm = np.asarray(it.heatmaps[j], np.float32)
+            lay, flt, sc = (np.asarray(a)[j] for a in (it.layer, it.filter, it.scores))
+            for r in range(hm.shape[0]):
+                ax = axes[j, col]
+                im = ax.imshow(display_map(hm[r], False), cmap=cmap, vmin=0, vmax=1,
+                               interpolation="nearest")
+                head = f"{_short(label, 12)} #{r + 1}\n" if label else f"#{r + 1} "
+                ax.set_title(f"{head}{name(int(lay[r]), int(flt[r]))}\nscore {float(sc[r]):.3g}",
+                             fontsize=6)
+                col += 1
+    if sum(ks):
+        top.colorbar(im, ax=axes[-1, lead:], location="bottom", shrink=0.5, aspect=30,
+                     pad=0.01).ax.tick_params(labelsize=6)
+    if avg:
+        bax = bottom.subplots(1, len(avg), squeeze=False)[0]
+        for ax, ((ly, f), patch) in zip(bax, avg):
+            ax.imshow(np.clip(np.asarray(patch, np.float32), 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{_short(str(ly), 10)}/{f}", fontsize=6)
+        bottom.suptitle("average images of relevant filters", fontsize=8)
+    return fig
+
+
 def figure_png(fig, dpi: int = 100) -> bytes:
     """A figure as PNG bytes."""
     buf = io.BytesIO()
