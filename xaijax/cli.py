@@ -495,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method option (repeatable), e.g. --opt steps=64")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true",
-                   help="no progress bars (also off when stderr is not a terminal)")
+                   help="no progress bars, the data-set run's included (also off when stderr "
+                   "is not a terminal)")
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--alpha", type=float, default=0.5)
     e.add_argument("--cmap", default=None)
@@ -503,7 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-set run: also write OUT_DIR/overlays/<row>_<name>.png")
     e.add_argument("--mesh", default=None, choices=("auto",),
                    help="shard each batch over all local devices")
-    e.add_argument("--quiet", action="store_true", help="data-set run: no progress bar")
     e.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (one process per host of a "
                    "TPU slice or cluster; run the same command on every host)")
