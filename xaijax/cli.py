@@ -153,8 +153,8 @@ def _explain_dataset(args, t0: float) -> int:
     try:
         r = xj.run_dataset(model, args.images[0], method=args.method, out=args.out,
                            batch_size=max(1, args.batch_size), target=target,
-                           mesh=args.mesh, overlays=args.overlays, progress=not args.quiet,
-                           **opts)
+                           mesh=args.mesh, overlays=args.overlays,
+                           progress=False if args.quiet else None, **opts)  # None: a terminal
     except OSError as e:
         raise SystemExit(f"xaijax: {e}")
     for p, why in r.failed.items():
