@@ -15,7 +15,14 @@ CASES = {  # method: small static options
     "lime": dict(num_samples=8, batch_size=4, num_segments=4),
     "sise": dict(batch_size=8),
     "fgvis": dict(iterations=3),
+    "dssr": dict(iterations=2),
+    "extremal_perturbation": dict(max_iter=2),
+    "meaningful_perturbation": dict(iterations=2, mask_size=8),
+    "kernel_shap": dict(num_samples=8, batch_size=4, num_segments=4, segmentation="grid"),
+    "shapley_sampling": dict(num_samples=2, batch_size=4, num_segments=4, segmentation="grid"),
+    "occlusion": dict(window=16, strides=16, batch_size=2),
 }
+BARS = {"rise": 2, "occlusion": 2}  # 8 masks in chunks of 4; 4 windows in chunks of 2
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,13 @@ def test_progress_off_is_the_program_without_it(name, setup):
     assert "callback" in on and on != off
 
 
-@pytest.mark.parametrize("name", ["rise"])  # fgvis: its program is checked above
+def test_compare_and_evaluate_turn_on_every_long_methods_bar():
+    # they pass progress=True to a method exactly when it has the option (compare.py,
+    # evaluation.py: ``"progress" in base.info(name).options``)
+    assert all("progress" in base.info(name).options for name in CASES)
+
+
+@pytest.mark.parametrize("name", sorted(BARS))  # the others: their programs are checked above
 def test_bar_only_when_asked(name, setup, capfd):
     model, x = setup
     for show in (False, True):
@@ -48,7 +61,7 @@ def test_bar_only_when_asked(name, setup, capfd):
         jax.effects_barrier()
         err = capfd.readouterr().err
         if show:
-            steps = 2  # 8 masks in chunks of 4
+            steps = BARS[name]
             assert f"{steps}/{steps}" in err, err
         else:
             assert err == "", err

@@ -67,6 +67,7 @@ import optax
 from jax import lax
 
 from xaijax.methods.base import Explanation, class_scores, logits_fn, register
+from xaijax.progress import tick
 from xaijax.models.base import IMAGENET_MEAN, IMAGENET_STD, Model
 
 Array = jax.Array
@@ -144,13 +145,13 @@ def dssr_loss(f_score, x: Array, r: Array, m: Array, lam: Array, *,
 @register("dssr",
           paper="Gu 2020, DSSR Eq. 1-4 (smallest deleting and supporting regions)",
           peer="",
-          static=("iterations", "k1", "s1", "p1", "k2", "s2", "p2", "reference_space"),
+          static=("iterations", "k1", "s1", "p1", "k2", "s2", "p2", "reference_space", "progress"),
           needs="function")
 def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
          lam: float = 10.0 / 224 ** 2, lam_small: Optional[float] = None, theta: float = 0.5,
          iterations: int = 300, learning_rate: float = 0.1, k1: int = 12, s1: int = 1,
          p1: int = 6, k2: int = 16, s2: int = 1, p2: int = 0,
-         reference_space: str = "pixel") -> Explanation:
+         reference_space: str = "pixel", progress: bool = False) -> Explanation:
     """DSSR (Gu 2020): fine-grained, regular masks from a hybrid deletion/preservation game.
 
     All images are optimised as the rows of one batched ``lax.scan`` (each row takes exactly
@@ -170,6 +171,7 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
       k1, s1, p1: max pool of the regulariser; k2, s2, p2: average pool of the auxiliary mask.
       reference_space: ``"pixel"`` (U(0, 1) pixels, normalised with the model's mean/std) or
         ``"normalised"``.
+      progress: show a bar of the optimisation steps on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       heatmap: the evidence ``1 − m̄`` ``(N, H, W)``. attribution: ``None``. extras: ``mask``
@@ -233,7 +235,8 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
         reg = regulariser(m, k1, s1, p1)
         return jnp.sum(reg), reg
 
-    def step(state: DSSRState, _):
+    def step(state: DSSRState, i):
+        tick(i, iterations, "dssr steps", progress)
         # the score terms and the regulariser are differentiated separately so the stage
         # (two-stage λ, §3.3) can use the preservation score of the current mask
         (_, (phi, s_pre)), g_phi = jax.value_and_grad(score_terms, has_aux=True)(state.mask)
@@ -246,7 +249,8 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
 
     m0 = jnp.zeros((n, mh, mw), jnp.float32)
     state, (losses, pre_curve, lam_curve) = lax.scan(
-        step, DSSRState(m0, opt.init(m0)), None, length=iterations)
+        step, DSSRState(m0, opt.init(m0)), jnp.arange(iterations) if progress else None,
+        length=iterations)
     m = state.mask
     mbar = avg_pool(m, k2, s2, p2)
     e_pre = perturb(x, 1.0 - mbar, r)

@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from xaijax.methods.base import Explanation, class_scores, logits_fn, register, upsample
+from xaijax.progress import tick
 
 Array = jax.Array
 
@@ -410,11 +411,12 @@ _GAMES = ("deletion", "preservation")
 @register("meaningful_perturbation",
           paper="Fong & Vedaldi 2017, Eq. 3-4 (deletion / preservation games)",
           peer="",
-          static=("iterations", "mask_size", "blur_sigma", "jitter", "game"))
+          static=("iterations", "mask_size", "blur_sigma", "jitter", "game", "progress"))
 def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: int = 300,
                             learning_rate=0.1, l1_coeff=1e-4, tv_coeff=1e-2, tv_beta=3.0,
                             mask_size: Any = 28, blur_sigma: float = 10.0, jitter: int = 4,
-                            game: str = "deletion", key: Optional[Array] = None) -> Explanation:
+                            game: str = "deletion", key: Optional[Array] = None,
+                            progress: bool = False) -> Explanation:
     """Meaningful Perturbation: the smallest blurred region that deletes (or preserves) a class.
 
     A low-resolution mask ``m`` (1 = keep) is upsampled bilinearly to the image and blends the
@@ -441,6 +443,7 @@ def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: 
       jitter: maximum random translation in pixels per iteration (static; 0 disables).
       game: ``"deletion"`` (the paper's main game) or ``"preservation"`` (static).
       key: PRNG key for the jitter (split per image; ``None`` means ``PRNGKey(0)``).
+      progress: show a bar of the optimisation steps on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       heatmap: the deleted region ``1 − m`` (deletion) or the kept region ``m`` (preservation)
@@ -497,14 +500,17 @@ def meaningful_perturbation(model: Any, x: Array, target: Array, *, iterations: 
         obj = obj + tv_coeff * total_variation(up, tv_beta)
         return jnp.sum(obj), (obj, p)  # row i's gradient is that of its own objective
 
-    def body(state: MaskState, ks):
+    def body(state: MaskState, xs):
+        ks, i = xs
+        tick(i, iterations, f"meaningful_perturbation {game}", progress)
         (_, (l, p)), g = jax.value_and_grad(loss, has_aux=True)(state.mask, ks)
         u, os = opt.update(g, state.opt_state, state.mask)
         m = optax.projections.projection_box(optax.apply_updates(state.mask, u), 0.0, 1.0)
         return MaskState(m, os), (l, p)
 
     m0 = jnp.ones((n, mh, mw), jnp.float32)
-    state, (ls, ps) = jax.lax.scan(body, MaskState(m0, opt.init(m0)), step_keys)
+    state, (ls, ps) = jax.lax.scan(body, MaskState(m0, opt.init(m0)),
+                                   (step_keys, jnp.arange(iterations) if progress else None))
     m = state.mask
     up, xp = perturbed(m)
     final = class_scores(f(xp), target, "softmax")
@@ -562,13 +568,14 @@ def _ranked_reference(full: Array, counts: Array, max_count: int) -> Array:
           paper="Fong, Patrick & Vedaldi 2019, Eq. 5-8 (area constraint, smooth masks)",
           peer="TorchRay extremal_perturbation",
           static=("areas", "max_iter", "num_levels", "max_blur", "step", "sigma", "jitter",
-                  "variant", "reward"))
+                  "variant", "reward", "progress"))
 def extremal_perturbation(model: Any, x: Array, target: Array, *,
                           areas: Sequence[float] = (0.1,), max_iter: int = 800,
                           num_levels: int = 8, max_blur: float = 20.0, step: int = 7,
                           sigma: float = 21.0, jitter: bool = True, variant: str = "preserve",
                           reward: str = "simple", learning_rate=0.01, momentum=0.9,
-                          regul_weight=300.0, regul_growth=1.0035) -> Explanation:
+                          regul_weight=300.0, regul_growth=1.0035,
+                          progress: bool = False) -> Explanation:
     """Extremal Perturbation: the smooth mask of a fixed area that best preserves a class.
 
     For each area ``a`` a smooth mask ``m_a = smax(params)`` (§3.2) selects, per pixel, a level
@@ -600,6 +607,7 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
       learning_rate, momentum: SGD (0.01, 0.9; dampening = momentum).
       regul_weight, regul_growth: area-constraint weight and its growth per iteration
         (300, 1.0035).
+      progress: show a bar of the optimisation steps (all areas and images run together) on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       heatmap: the sum of the masks over ``areas`` ``(N, H, W)``. ``extras``: ``masks``
@@ -675,6 +683,7 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
         return -jnp.sum(r + regul), (r, regul)  # row i's gradient is its own energy's
 
     def body(state: MaskState, t):
+        tick(t, max_iter, "extremal_perturbation steps", progress)
         (_, (r, regul)), g = jax.value_and_grad(energy, has_aux=True)(state.mask, t)
         u, os = opt.update(g, state.opt_state, state.mask)
         p = optax.projections.projection_box(optax.apply_updates(state.mask, u), 0.0, 1.0)

@@ -27,13 +27,20 @@ def _check_score_and_batch(score: str, batch_size: Any, method: str) -> None:
     check_positive_int(batch_size, "batch_size", method, "perturbed images per model call")
 
 
-def _chunked(fn: Callable[[Array], Any], n: int, batch_size: int) -> Any:
+def _chunked(fn: Callable[[Array], Any], n: int, batch_size: int, progress: bool = False,
+             desc: str = "") -> Any:
     """Apply ``fn`` to index chunks ``(B,)`` covering ``0..n−1`` with ``lax.map`` and concatenate
-    the results along axis 0, trimmed to ``n`` (the last chunk is padded with index ``n−1``)."""
+    the results along axis 0, trimmed to ``n`` (the last chunk is padded with index ``n−1``);
+    with ``progress`` (static) each chunk ticks the bar ``desc`` (:func:`tick`)."""
     b = min(int(batch_size), n)
     chunks = math.ceil(n / b)
     idx = jnp.minimum(jnp.arange(chunks * b), n - 1).reshape(chunks, b)
-    out = jax.lax.map(fn, idx)
+
+    def chunk(i):
+        tick(i[0] // b, chunks, desc, progress)
+        return fn(i)
+
+    out = jax.lax.map(chunk, idx)
     return jax.tree_util.tree_map(lambda a: a.reshape((chunks * b,) + a.shape[2:])[:n], out)
 
 
@@ -65,10 +72,10 @@ def _window_masks(size: int, window: int, stride: int) -> np.ndarray:
 @register("occlusion",
           paper="Zeiler & Fergus 2014, §4.2 (occlusion sensitivity)",
           peer="Captum Occlusion",
-          static=("window", "strides", "batch_size", "score"), signed=True)
+          static=("window", "strides", "batch_size", "score", "progress"), signed=True)
 def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
               strides: Any = (8, 8), baseline: Any = 0.0, batch_size: int = 64,
-              score: str = "logit") -> Explanation:
+              score: str = "logit", progress: bool = False) -> Explanation:
     """Occlusion: the score drop when a sliding window is replaced by a baseline.
 
     Every window position ``k`` gives ``d_k = S(x) − S(x ⊙ (1 − M_k) + b ⊙ M_k)``; a pixel's
@@ -88,6 +95,7 @@ def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
       baseline: value of occluded pixels: a scalar or an array broadcastable to ``x``.
       batch_size: windows evaluated per model call (static).
       score: ``"logit"`` (the model's output, as Captum), ``"softmax"`` or ``"sigmoid"``.
+      progress: show a bar of the chunks of windows on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       attribution ``(N, H, W, C)`` (signed); heatmap its sum over channels. ``extras``:
@@ -139,7 +147,7 @@ def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
             xa = xi * (1 - m) + bi * m
             return s0 - class_scores(f(xa), ti, score)
 
-        d = _chunked(chunk, total, batch_size).reshape(nh, nw, nc)
+        d = _chunked(chunk, total, batch_size, progress, "occlusion windows").reshape(nh, nw, nc)
         attr = jnp.einsum("abc,ah,bw,cz->hwz", d, rows_j, cols_j, chans_j,
                           precision=jax.lax.Precision.HIGHEST)
         return attr / jnp.asarray(counts), d

@@ -87,14 +87,16 @@ def _groups(x, segments, num_segments, segmentation, compactness, slic_iteration
     return segs, k, jax.nn.one_hot(segs, k, dtype=x.dtype)
 
 
-def _coalition_scores(f, xi, bi, ti, onehot, zs, batch_size, score) -> Array:
+def _coalition_scores(f, xi, bi, ti, onehot, zs, batch_size, score, progress=False,
+                      desc="") -> Array:
     """``(S,)`` class scores of ``xi`` with the groups of each row of ``zs`` ``(S, K)`` kept and
-    the rest set to ``bi``, ``batch_size`` images per model call."""
+    the rest set to ``bi``, ``batch_size`` images per model call (a bar ``desc`` of the chunks
+    with ``progress``)."""
 
     def chunk(idx):
         return class_scores(f(P.coalition_images(xi, bi, onehot, zs[idx])), ti, score)
 
-    return P._chunked(chunk, zs.shape[0], batch_size)
+    return P._chunked(chunk, zs.shape[0], batch_size, progress, desc)
 
 
 def _validate_groups(method: str):
@@ -469,7 +471,8 @@ def weighted_least_squares(z: Array, y: Array, w: Array) -> Tuple[Array, Array]:
 
 
 @register("kernel_shap", static=("num_samples", "num_segments", "segmentation", "batch_size",
-                                 "score", "constraint", "kernel_weights", "slic_iterations"),
+                                 "score", "constraint", "kernel_weights", "slic_iterations",
+                                 "progress"),
           signed=True, validate=_validate_groups("kernel_shap"),
           paper="Lundberg & Lee 2017, Theorem 2 (Shapley kernel), Eq. 8",
           peer="Captum KernelShap")
@@ -478,7 +481,8 @@ def kernel_shap(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
                 segments: Optional[Array] = None, samples: Optional[Array] = None,
                 baseline: Any = 0.0, constraint: str = "exact", kernel_weights: bool = False,
                 compactness=1.0, slic_iterations: int = 10, batch_size: int = 64,
-                key: Optional[Array] = None, score: str = "logit") -> Explanation:
+                key: Optional[Array] = None, score: str = "logit",
+                progress: bool = False) -> Explanation:
     """Kernel SHAP: Shapley values of feature groups as a weighted linear regression.
 
     LIME (:func:`xaijax.methods.lime`) with the Shapley kernel: coalitions ``z ∈ {0, 1}^M`` keep
@@ -517,6 +521,7 @@ def kernel_shap(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
       batch_size: images per model call (static).
       key: PRNG key of the coalitions (split per image; ``None`` means ``PRNGKey(0)``).
       score: ``"logit"`` (Captum), ``"softmax"`` or ``"sigmoid"``.
+      progress: show a bar of the chunks of coalitions on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       heatmap ``(N, H, W)``: each pixel gets its group's Shapley value. ``extras``: ``values``
@@ -561,7 +566,8 @@ def kernel_shap(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
     def one(xi, bi, ti, oh, z):
-        y = _coalition_scores(f, xi, bi, ti, oh, z, batch_size, score)
+        y = _coalition_scores(f, xi, bi, ti, oh, z, batch_size, score, progress,
+                              "kernel_shap samples")
         size = jnp.sum(z, axis=1)
         ends = (size == 0) | (size == k)
         w = shapley_kernel(z) if kernel_weights else jnp.ones_like(size)
@@ -604,7 +610,7 @@ def permutation_coalitions(perms: Array, dtype: Any = jnp.float32) -> Array:
 
 
 @register("shapley_sampling", static=("num_samples", "num_segments", "segmentation",
-                                      "batch_size", "score", "slic_iterations"),
+                                      "batch_size", "score", "slic_iterations", "progress"),
           signed=True, validate=_validate_groups("shapley_sampling"),
           paper="Castro et al. 2009, Eq. 2-3 (Štrumbelj & Kononenko 2010); Shapley values as "
                 "Lundberg & Lee 2017, Eq. 8",
@@ -614,7 +620,7 @@ def shapley_sampling(model: Any, x: Array, target: Array, *, num_samples: int = 
                      segments: Optional[Array] = None, permutations: Optional[Array] = None,
                      baseline: Any = 0.0, compactness=1.0, slic_iterations: int = 10,
                      batch_size: int = 64, key: Optional[Array] = None,
-                     score: str = "logit") -> Explanation:
+                     score: str = "logit", progress: bool = False) -> Explanation:
     """Shapley value sampling: marginal contributions averaged over random feature orders.
 
     The Shapley value of group ``i`` is the mean over orderings ``π`` of its marginal
@@ -644,6 +650,7 @@ def shapley_sampling(model: Any, x: Array, target: Array, *, num_samples: int = 
       batch_size: images per model call (static).
       key: PRNG key of the permutations (split per image; ``None`` means ``PRNGKey(0)``).
       score: ``"logit"`` (Captum), ``"softmax"`` or ``"sigmoid"``.
+      progress: show a bar of the chunks of coalitions on stderr (static; :mod:`xaijax.progress`).
 
     Returns:
       heatmap ``(N, H, W)``: each pixel gets its group's value. ``extras``: ``values`` ``(N,
@@ -682,7 +689,8 @@ def shapley_sampling(model: Any, x: Array, target: Array, *, num_samples: int = 
     def one(xi, bi, ti, oh, perm):
         p = perm.shape[0]
         z = permutation_coalitions(perm, x.dtype)
-        y = _coalition_scores(f, xi, bi, ti, oh, z, batch_size, score).reshape(p, k)
+        y = _coalition_scores(f, xi, bi, ti, oh, z, batch_size, score, progress,
+                              "shapley_sampling coalitions").reshape(p, k)
         v0 = _coalition_scores(f, xi, bi, ti, oh, jnp.zeros((1, k), x.dtype), 1, score)
         steps = jnp.diff(jnp.concatenate([jnp.broadcast_to(v0, (p, 1)), y], axis=1), axis=1)
         phi = jnp.zeros((k,), steps.dtype).at[perm.reshape(-1)].add(steps.reshape(-1)) / p
