@@ -2,8 +2,9 @@
 
 Long work shows a tqdm bar on stderr: host loops (:func:`xaijax.evaluate`,
 :func:`xaijax.viz.compare`, the data sets, the CLI) through :func:`bar`, and the inner loops of
-a compiled method (FGVis' optimisation steps, the RISE / LIME mask chunks, SISE's chunks of
-masked images) through :func:`tick`, a :func:`jax.debug.callback` that the method adds only when
+a compiled method (the optimisation steps of FGVis, DSSR, meaningful and extremal perturbation;
+the chunks of model calls of RISE, LIME, SISE, Kernel SHAP, Shapley sampling and occlusion)
+through :func:`tick`, a :func:`jax.debug.callback` that the method adds only when
 its static option ``progress=True``: with ``progress=False`` (every method's default) the
 compiled program is exactly the one without progress, and nothing is printed. The CLI turns
 progress on when stderr is a terminal and ``--quiet`` is not given; :func:`shown` is that rule
