@@ -327,6 +327,58 @@ def _top1_logits(model, x):
 
 
 # ------------------------------------------------------------------------------------------------
+# compute precision
+
+DTYPES = ("float32", "bfloat16")
+
+# Methods refused under dtype="bfloat16", with the reason (measured by benchmarks/precision.py;
+# see the table in :func:`explain`).
+BF16_REFUSED: Dict[str, str] = {}
+
+
+def check_dtype(dtype: Any, method: str = "", model: Any = None) -> Optional[str]:
+    """``None`` (float32, the default) or ``"bfloat16"``; a ValueError naming the choices for
+    anything else, and for a method that does not tolerate bfloat16 (:data:`BF16_REFUSED`)."""
+    if dtype is None:
+        return None
+    try:
+        name = jnp.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} (or None: float32); got {dtype!r}")
+    if name == "float32":
+        return None
+    if method in BF16_REFUSED:
+        raise ValueError(f"method {method!r} does not support dtype='bfloat16': "
+                         f"{BF16_REFUSED[method]}; use dtype='float32'")
+    if model is not None and not isinstance(model, Model):
+        raise TypeError("dtype='bfloat16' needs an xaijax Model (its variables are cast to "
+                        "bfloat16); a plain function keeps its own precision: cast its "
+                        "parameters yourself and leave dtype at float32")
+    return name
+
+
+def compute_in(dtype: str, model: Model, x: Array) -> Tuple[Model, Array]:
+    """``model`` with its floating variables and ``x`` cast to ``dtype`` (inside a trace: the
+    stored float32 variables stay as they are)."""
+    def cast(a):
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    return model.replace(variables=jax.tree_util.tree_map(cast, model.variables)), cast(x)
+
+
+def to_float32(out: Any) -> Any:
+    """Every floating array of ``out`` (an Explanation, its extras included) as float32."""
+    def cast(a):
+        if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating):
+            return jnp.asarray(a, jnp.float32)
+        return a
+
+    return jax.tree_util.tree_map(cast, out)
+
+
+# ------------------------------------------------------------------------------------------------
 # bind
 
 
@@ -385,26 +437,31 @@ class BoundMethod:
         if unknown:
             raise TypeError(f"method {name!r} has no option(s) {unknown}; options: "
                             f"{list(inf.options)}")
-        self._jit_pytree = jax.jit(self.body, static_argnums=(3,))
-        self._jit_callable = jax.jit(self.body, static_argnums=(0, 3))
-        self._jit_sharded_pytree = jax.jit(self.sharded_body, static_argnums=(3, 5, 6))
-        self._jit_sharded_callable = jax.jit(self.sharded_body, static_argnums=(0, 3, 5, 6))
+        self._jit_pytree = jax.jit(self.body, static_argnums=(3, 5))
+        self._jit_callable = jax.jit(self.body, static_argnums=(0, 3, 5))
+        self._jit_sharded_pytree = jax.jit(self.sharded_body, static_argnums=(3, 5, 6, 7))
+        self._jit_sharded_callable = jax.jit(self.sharded_body, static_argnums=(0, 3, 5, 6, 7))
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.static_options.items())
         return f"bind({self.name!r}{', ' if opts else ''}{opts})"
 
     def body(self, model: Any, x: Array, target: Array, top1: bool,
-             traced: Mapping[str, Any]) -> Explanation:
+             traced: Mapping[str, Any], dtype: Optional[str] = None) -> Explanation:
         """The method itself on prepared arguments (see :meth:`prepare`), traceable: for
-        programs that call a method inside their own ``jit`` (metrics, sharding)."""
+        programs that call a method inside their own ``jit`` (metrics, sharding). With
+        ``dtype="bfloat16"`` the model's variables and ``x`` are cast inside the program and
+        the result's floating arrays cast back to float32 (:func:`compute_in`)."""
+        if dtype is not None:
+            model, x = compute_in(dtype, model, x)
         if top1:
             target = jnp.argmax(logits_fn(model)(x), axis=-1).astype(jnp.int32)
-        return self.info.fn(model, x, target, **self.static_options, **traced)
+        out = self.info.fn(model, x, target, **self.static_options, **traced)
+        return out if dtype is None else to_float32(out)
 
     def sharded_body(self, model: Any, x: Array, target: Array, top1: bool,
-                     traced: Mapping[str, Any], mesh: Any, inner: bool = False
-                     ) -> Explanation:
+                     traced: Mapping[str, Any], mesh: Any, inner: bool = False,
+                     dtype: Optional[str] = None) -> Explanation:
         """:meth:`body` with the batch axis of its input and of every per-image output held
         on ``mesh``'s data axis (a sharding constraint, so that GSPMD partitions the whole
         program by image rather than choosing to replicate a loop's carry). With ``inner``
@@ -414,9 +471,9 @@ class BoundMethod:
 
         if inner:
             with sharding.inner_axis(mesh):
-                return self.body(model, x, target, top1, traced)
+                return self.body(model, x, target, top1, traced, dtype)
         x, target = sharding.constrain_batch(mesh, x.shape[0], (x, target))
-        out = self.body(model, x, target, top1, traced)
+        out = self.body(model, x, target, top1, traced, dtype)
         return sharding.constrain_batch(mesh, x.shape[0], out)
 
     def prepare(self, model: Any, x: Any, target: Target = "top1", **options
@@ -456,14 +513,16 @@ class BoundMethod:
         return jnp.asarray(x, jnp.float32), t, top1, traced
 
     def __call__(self, model: Any, x: Array, target: Target = "top1", *, mesh: Any = None,
-                 **options) -> Explanation:
+                 dtype: Optional[str] = None, **options) -> Explanation:
         """Run the method; with ``mesh`` (a :class:`jax.sharding.Mesh` or ``"auto"``: all
         local devices) the batch is sharded over the mesh's data axis and the model
-        replicated (see :mod:`xaijax.sharding`); the result is the one-device result."""
+        replicated (see :mod:`xaijax.sharding`); the result is the one-device result. With
+        ``dtype="bfloat16"`` it computes in bfloat16 (see :func:`explain`)."""
+        dtype = check_dtype(dtype, self.name, model)
         x, t, top1, traced = self.prepare(model, x, target, **options)
         jitted = self._jit_pytree if isinstance(model, Model) else self._jit_callable
         if mesh is None:
-            return jitted(model, x, t, top1, traced)
+            return jitted(model, x, t, top1, traced, dtype)
         from xaijax import sharding
 
         m = sharding.resolve_mesh(mesh)
@@ -472,9 +531,9 @@ class BoundMethod:
         rep_model, rep_traced = sharding.replicated_model(model, m), sharding.replicate(traced, m)
         if x.shape[0] < sharding.data_size(m):  # fewer images than devices: split inner axes
             xs, ts = sharding.replicate((x, t), m)
-            return jitted(rep_model, xs, ts, top1, rep_traced, m, True)
+            return jitted(rep_model, xs, ts, top1, rep_traced, m, True, dtype)
         n, (xs, ts) = sharding.shard_batch(m, x, t)
-        out = jitted(rep_model, xs, ts, top1, rep_traced, m, False)
+        out = jitted(rep_model, xs, ts, top1, rep_traced, m, False, dtype)
         return sharding.unpad(out, n, xs.shape[0])
 
 
@@ -525,7 +584,7 @@ def _hashable(v: Any) -> bool:
 
 
 def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gradient",
-            mesh: Any = None, **options) -> Explanation:
+            mesh: Any = None, dtype: Optional[str] = None, **options) -> Explanation:
     """Explain ``model``'s decision for each image of ``x``.
 
     ``explain(model, x, t, method=name, **options)`` is ``bind(name, **static)(model, x, t,
@@ -553,4 +612,4 @@ def explain(model: Any, x: Array, target: Target = "top1", *, method: str = "gra
       (2, 32, 32)
     """
     static, traced = split_options(method, options)
-    return bind(method, **static)(model, x, target, mesh=mesh, **traced)
+    return bind(method, **static)(model, x, target, mesh=mesh, dtype=dtype, **traced)

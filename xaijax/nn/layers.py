@@ -109,6 +109,7 @@ class Conv(Layer):
 
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
+        x = _compute_dtype(x, params["kernel"])
         args = (_pair(self.strides), _conv_pads(self.padding), _pair(self.dilation))
         if 1 < self.groups == x.shape[-1] == self.features and _on_cpu():  # depthwise
             y = depthwise_conv_shifted(x, params["kernel"], *args)
@@ -126,11 +127,26 @@ def _on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def _compute_dtype(x: Array, w: Array) -> Array:
+    """``x`` in the dtype of a bfloat16/float16 weight ``w`` (a model cast by ``dtype=
+    "bfloat16"`` computes in bfloat16 even where a method builds float32 inputs, e.g. IG's
+    path points); otherwise ``x`` unchanged (float32 / float64 promotion as before)."""
+    w_dt = jnp.dtype(w.dtype)
+    return x.astype(w_dt) if w_dt.itemsize < 4 and x.dtype != w_dt else x
+
+
+def _accumulation(x: Array) -> Any:
+    """float32 accumulation for bfloat16/float16 operands (``preferred_element_type``), else
+    ``None`` (the operands' own precision: float32 and float64 programs are unchanged)."""
+    return jnp.float32 if jnp.dtype(x.dtype).itemsize < 4 else None
+
+
 def _xla_conv(x: Array, kernel: Array, strides, pads, dilation, groups: int) -> Array:
     return lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
-        precision=lax.Precision.HIGHEST)
+        precision=lax.Precision.HIGHEST, preferred_element_type=_accumulation(x)
+    ).astype(x.dtype)
 
 
 def depthwise_conv_shifted(x: Array, kernel: Array, strides: Tuple[int, int],
@@ -156,8 +172,9 @@ def depthwise_conv_shifted(x: Array, kernel: Array, strides: Tuple[int, int],
             a, b = i * dh, j * dw
             tap = lax.slice(xp, (0, a, b, 0), (n, a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1,
                                                c), (1, sh, sw, 1))
-            y = tap * kernel[i, j, 0] if y is None else y + tap * kernel[i, j, 0]
-    return y
+            term = (tap * kernel[i, j, 0]).astype(_accumulation(x) or x.dtype)
+            y = term if y is None else y + term
+    return y.astype(x.dtype)
 
 
 def _conv_pads(p: Any) -> Tuple[Tuple[int, int], Tuple[int, int]]:
@@ -190,7 +207,9 @@ class Dense(Layer):
 
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
-        y = jnp.dot(x, params["kernel"], precision=lax.Precision.HIGHEST)
+        x = _compute_dtype(x, params["kernel"])
+        y = jnp.dot(x, params["kernel"], precision=lax.Precision.HIGHEST,
+                    preferred_element_type=_accumulation(x)).astype(x.dtype)
         if "bias" in params:
             y = y + params["bias"]
         return y
@@ -214,6 +233,7 @@ class BatchNorm(Layer):
 
     @nn.nowrap
     def forward(self, params: dict, x: Array) -> Array:
+        x = _compute_dtype(x, params["scale"])
         inv = params["scale"] / jnp.sqrt(params["var"] + self.epsilon)
         return (x - params["mean"]) * inv + params["bias"]
 
