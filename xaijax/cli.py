@@ -107,7 +107,7 @@ def cmd_explain(args) -> int:
     except ImportError:  # pragma: no cover
         it = range(0, x.shape[0], bs)
     for s in it:
-        ex = fn(model, x[s:s + bs], target, **traced)
+        ex = fn(model, x[s:s + bs], target, dtype=args.dtype, **traced)
         heatmaps.append(np.asarray(ex.heatmap))
         targets.append(np.asarray(ex.target))
     heat = np.concatenate(heatmaps)
@@ -153,7 +153,7 @@ def _explain_dataset(args, t0: float) -> int:
     try:
         r = xj.run_dataset(model, args.images[0], method=args.method, out=args.out,
                            batch_size=max(1, args.batch_size), target=target,
-                           mesh=args.mesh, overlays=args.overlays,
+                           mesh=args.mesh, dtype=args.dtype, overlays=args.overlays,
                            progress=False if args.quiet else None, **opts)  # None: a terminal
     except OSError as e:
         raise SystemExit(f"xaijax: {e}")
@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress bars, the data-set run's included (also off when stderr "
                    "is not a terminal)")
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="compute precision (bfloat16: float32 accumulation and output; the "
+                        "measured error per method is in xj.explain's docstring)")
     e.add_argument("--alpha", type=float, default=0.5)
     e.add_argument("--cmap", default=None)
     e.add_argument("--overlays", action="store_true",

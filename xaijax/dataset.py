@@ -250,7 +250,7 @@ def _write_manifest(out: str, manifest: Dict[str, Any]) -> None:
 
 
 _IDENTITY = ("model", "weights", "method", "options", "target", "images", "batch_size",
-             "resize")
+             "resize", "dtype")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ _IDENTITY = ("model", "weights", "method", "options", "target", "images", "batch
 
 def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = "gradient",
                 out: str, batch_size: int = 8, target: Any = "top1", mesh: Any = None,
-                overlays: bool = False, resize: str = "crop", progress: Optional[bool] = None,
+                dtype: Optional[str] = None, overlays: bool = False, resize: str = "crop", progress: Optional[bool] = None,
                 **options) -> RunResult:
     """Explain every image of ``source`` into the folder ``out``; rerun to resume.
 
@@ -273,6 +273,9 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
       target: an int, an ImageNet class name or ``"top1"`` (each image's prediction).
       mesh: ``None``, ``"auto"`` or a :class:`jax.sharding.Mesh`: each batch is sharded over it
         (see :func:`xaijax.explain`).
+      dtype: ``None``/``"float32"`` or ``"bfloat16"``: the compute precision (see
+        :func:`xaijax.explain`); recorded in the manifest as ``dtype`` and part of the run's
+        identity (a folder is resumed only in the same precision).
       overlays: also write ``out/overlays/<row>_<name>.png``.
       resize: ``"crop"`` or ``"stretch"`` (:func:`xaijax.models.preprocess`).
       progress: a progress bar with images/s and ETA (default: when stderr is a terminal).
@@ -288,7 +291,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     import grain
 
     from xaijax import methods
-    from xaijax.methods.base import check_choice, check_positive_int, target_array
+    from xaijax.methods.base import check_choice, check_dtype, check_positive_int, target_array
     from xaijax.models.base import Model
 
     if not isinstance(model, Model):
@@ -298,6 +301,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     bs = check_positive_int(batch_size, "batch_size")
     check_choice(resize, ("crop", "stretch", "none"), "resize")
     static, traced = methods.split_options(method, options)
+    dtype = check_dtype(dtype, method, model)
     fn = methods.bind(method, **static)
     paths = list_images(source)
     n = len(paths)
@@ -312,7 +316,8 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     manifest = {
         "model": model.spec.name, "weights": weights_hash(model), "method": method,
         "options": _jsonable(options), "target": _jsonable(target), "batch_size": bs,
-        "resize": resize, "versions": _versions(), "images": paths,
+        "resize": resize, "dtype": dtype or "float32", "versions": _versions(),
+        "images": paths,
     }
     nproc, proc = jax.process_count(), jax.process_index()
     _check_local(mesh)
@@ -377,7 +382,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
             rows, x, errors = item["rows"], item["x"], item["errors"]
             xs = jax.numpy.asarray(_pad(x, bs))
             tgt = "top1" if t_all is None else np.full((bs,), t_all, np.int32)
-            ex = fn(model, xs, tgt, mesh=mesh, **traced)
+            ex = fn(model, xs, tgt, mesh=mesh, dtype=dtype, **traced)
             heat = np.array(ex.heatmap, np.float32)[:len(rows)]
             for j, r in enumerate(rows):
                 if r in errors:
@@ -469,6 +474,7 @@ def _previous(out: str, manifest: Dict[str, Any], first: bool = True) -> Dict[st
         return {}
     old = read_manifest(out)
     new = json.loads(json.dumps(manifest))
+    old.setdefault("dtype", "float32")  # folders written before the dtype field
     diff = [k for k in _IDENTITY if old.get(k) != new.get(k)]
     if diff:
         raise ValueError(f"{out!r} holds a run with another {', '.join(diff)}; resume it with "

@@ -863,6 +863,7 @@ def eigen_projection(maps: Array, center: bool = False) -> Tuple[Array, Array]:
     """
     n, h, w, k = maps.shape
     flat = maps.reshape(n, h * w, k)
+    flat = flat.astype(jnp.promote_types(flat.dtype, jnp.float32))  # the SVD in float32 at least
     if center:
         flat = flat - jnp.mean(flat, axis=1, keepdims=True)
     _, _, vt = jnp.linalg.svd(flat, full_matrices=False)

@@ -446,6 +446,9 @@ def shapley_regression(z: Array, y: Array, w: Array, f_empty: Array, f_full: Arr
       ``φ`` ``(M,)``.
     """
     m = z.shape[1]
+    # the regression in float32 at least (the scores of a dtype="bfloat16" model are bfloat16)
+    y, f_full, f_empty = (jnp.asarray(v, jnp.promote_types(v.dtype, jnp.float32))
+                          for v in (y, jnp.asarray(f_full), jnp.asarray(f_empty)))
     s = jnp.sum(z, axis=1)
     w = jnp.where((s > 0) & (s < m), w, 0.0)
     d = f_full - f_empty
@@ -462,6 +465,7 @@ def weighted_least_squares(z: Array, y: Array, w: Array) -> Tuple[Array, Array]:
     """Weighted linear regression with a free intercept, as sklearn ``LinearRegression`` with
     ``sample_weight``: centre by the weighted means, scale rows by ``√w``, minimum-norm least
     squares. Returns ``(β (M,), intercept ())``."""
+    y = jnp.asarray(y, jnp.promote_types(y.dtype, jnp.float32))  # float32 for bfloat16 scores
     sw = jnp.sum(w)
     zm = w @ z / sw
     ym = w @ y / sw

@@ -145,8 +145,11 @@ class BasicRule:
         def bwd(res, r_out):
             hp, prm, mod_inputs, outputs, vjps = res
             cots = mapper(r_out, list(outputs), hp)
-            grads = [vjp(c) for vjp, c in zip(vjps, cots)]
-            r_in = tuple(reducer([a[i] for a in mod_inputs], [g[i] for g in grads], hp)
+            # cotangents in each output's dtype, relevance in each input's (bfloat16 models:
+            # the float32 hyper-parameters promote the mapped relevance to float32)
+            grads = [vjp(jnp.asarray(c, o.dtype)) for vjp, c, o in zip(vjps, cots, outputs)]
+            r_in = tuple(jnp.asarray(reducer([a[i] for a in mod_inputs], [g[i] for g in grads],
+                                             hp), mod_inputs[0][i].dtype)
                          for i in range(len(mod_inputs[0])))
             zeros = jax.tree_util.tree_map(jnp.zeros_like, (hp, prm))
             return zeros[0], zeros[1], r_in
