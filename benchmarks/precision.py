@@ -15,7 +15,7 @@ keep the run to minutes on CPU; the targets are fixed (float32 ``top1``) so both
 the same class.
 
     python benchmarks/precision.py [--model resnet18] [--size 64] [--batch 2] [--methods a,b]
-    python benchmarks/precision.py --smoke      # small_cnn, three methods
+    python benchmarks/precision.py --smoke      # small_cnn, two methods
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ CHEAP = {
 }
 # needs a trained generator (xj.train), not a plain model: not measured
 SKIP = {"adversarial_explainer": "needs a trained explainer network"}
-SMOKE_METHODS = ("gradient", "gradcam", "integrated_gradients")
+SMOKE_METHODS = ("gradient", "gradcam")
 
 
 def compare(h32: np.ndarray, h16: np.ndarray):
@@ -86,7 +86,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--methods", default=None, help="comma-separated (default: all registered)")
-    p.add_argument("--smoke", action="store_true", help="small_cnn at 32 px, three methods")
+    p.add_argument("--smoke", action="store_true", help="small_cnn at 32 px, two methods")
     a = p.parse_args(argv)
     if a.smoke:
         a.model, a.size, a.methods = "small_cnn", 32, ",".join(SMOKE_METHODS)

@@ -119,6 +119,12 @@ CASES = {
         (),
         [r"method\s+1 dev img/s\s+2 dev img/s\s+speed-up\s+compile s",
          rf"gradient\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}"]),
+    # no peer: xaijax bfloat16 against xaijax float32
+    "precision": (
+        (),
+        [r"method\s+rel max\s+spearman\s+top10 IoU\s+s"]
+        + _rows(["gradient", "gradcam"],
+                rf"{{m}}\s+{SCI}\s+{NUM}\s+{NUM}\s+{NUM}")),
     # no peer: the bars (flip / keep >= 90 %, IoU above the gradient's) are met by the
     # full run only; the smoke run checks that every line is printed
     "adversarial_explainer": (
