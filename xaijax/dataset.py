@@ -259,8 +259,8 @@ _IDENTITY = ("model", "weights", "method", "options", "target", "images", "batch
 
 def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = "gradient",
                 out: str, batch_size: int = 8, target: Any = "top1", mesh: Any = None,
-                dtype: Optional[str] = None, overlays: bool = False, resize: str = "crop", progress: Optional[bool] = None,
-                **options) -> RunResult:
+                dtype: Optional[str] = None, overlays: bool = False, resize: str = "crop",
+                progress: Optional[bool] = None, **options) -> RunResult:
     """Explain every image of ``source`` into the folder ``out``; rerun to resume.
 
     Args:

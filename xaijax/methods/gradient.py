@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xaijax.methods.base import (Explanation, info, input_gradient, logits_fn, minmax,
-                                 register, require_model, target_scores, upsample)
+from xaijax.methods.base import (Explanation, draw_dtype, info, input_gradient, logits_fn,
+                                 minmax, register, require_model, target_scores, upsample)
 from xaijax.methods.excitation import read_at_tap, resolve_tap
 from xaijax.models.base import Model
 from xaijax.sharding import shard_inner
@@ -191,7 +191,7 @@ def make_baseline(model: Any, x: Array, baseline: str, *, blur_sigma: float = 5.
         if key is None:
             key = jax.random.PRNGKey(0)
         keys = jax.random.split(key, x.shape[0])
-        u = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], x.dtype))(keys)
+        u = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], draw_dtype(x)))(keys)
         if isinstance(model, Model):
             m = jnp.asarray(model.spec.mean, x.dtype)
             s = jnp.asarray(model.spec.std, x.dtype)
@@ -394,7 +394,8 @@ def sample_noise(key: Optional[Array], x: Array, n_samples: int, sigma: Any) -> 
 
     def per_image(k):
         ks = jax.random.split(k, n_samples)
-        return jax.vmap(lambda kk: jax.random.normal(kk, x.shape[1:], x.dtype))(ks)
+        # drawn in float32 at least: a bfloat16 draw would be other samples, not rounded ones
+        return jax.vmap(lambda kk: jax.random.normal(kk, x.shape[1:], draw_dtype(x)))(ks)
 
     eps = jax.vmap(per_image)(jax.random.split(key, x.shape[0]))
     return eps * sd[:, None, None, None, None]

@@ -33,8 +33,8 @@ import numpy as np
 
 from xaijax.methods import perturbation as P
 from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positive_int,
-                                 class_scores, info, input_gradient, logits_fn, register,
-                                 require_model, target_scores)
+                                 class_scores, draw_dtype, info, input_gradient, logits_fn,
+                                 register, require_model, target_scores)
 from xaijax.methods.gradient import chunked_sum, heatmap_sum
 from xaijax.methods.masks import split_key
 
@@ -167,8 +167,8 @@ def gradient_shap_draws(key: Optional[Array], x: Array, n_samples: int,
         ki, ka, kn = jax.random.split(k, 3)
         return GradientShapDraws(
             jax.random.randint(ki, (n_samples,), 0, num_baselines, jnp.int32),
-            jax.random.uniform(ka, (n_samples,), x.dtype),
-            jax.random.normal(kn, (n_samples,) + x.shape[1:], x.dtype))
+            jax.random.uniform(ka, (n_samples,), draw_dtype(x)),
+            jax.random.normal(kn, (n_samples,) + x.shape[1:], draw_dtype(x)))
 
     return jax.vmap(one)(split_key(key, x.shape[0]))
 
