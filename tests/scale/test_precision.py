@@ -66,3 +66,19 @@ def test_bfloat16_compiles_once(setup):
     f(m, x, t, dtype="float32")  # float32 is the default program (None), not a third one
     f(m, x, t)
     assert f._jit_pytree._cache_size() == n + 2
+
+
+def test_dataset_run_records_its_dtype(setup, tmp_path):
+    from PIL import Image
+
+    m = setup[0]
+    for i in range(2):
+        Image.fromarray(np.random.RandomState(i).randint(0, 255, (32, 32, 3), np.uint8)).save(
+            tmp_path / f"im{i}.png")
+    out = str(tmp_path / "out")
+    r = xj.run_dataset(m, str(tmp_path), method="gradient", out=out, batch_size=2,
+                       dtype="bfloat16", progress=False)
+    assert len(r.done) == 2 and xj.dataset.read_manifest(out)["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="another dtype"):  # resumed only in its own precision
+        xj.run_dataset(m, str(tmp_path), method="gradient", out=out, batch_size=2,
+                       progress=False)
