@@ -1,7 +1,6 @@
 """Data-set runs (xj.run_dataset, ``xaijax explain DIR --out OUT_DIR``): layout, manifest,
 corrupt images, and resuming after a kill with nothing lost and nothing computed twice."""
 
-import json
 import os
 import subprocess
 import sys

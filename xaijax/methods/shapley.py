@@ -24,7 +24,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Optional, Tuple
 
 import jax
