@@ -14,11 +14,11 @@
   heatmap chunk, so a committed heatmap chunk implies its targets chunk (rows of batches not
   committed yet read as ``-1``). Read it with :func:`read_targets` or
   :meth:`RunResult.targets`.
-* ``out/manifest.json`` (replaced atomically, every few seconds and at the end): ``model``, ``weights`` (SHA-256
-  of the variables), ``method``, ``options``, ``versions``, ``images`` (input paths in row
-  order), ``done`` (paths finished), ``failed`` (path -> reason), plus ``target``,
-  ``batch_size``, ``resize``, ``dtype``, ``process_count`` and ``state`` (the ``grain``
-  iterator state of each process).
+* ``out/manifest.json`` (replaced atomically, every few seconds and at the end): ``model``,
+  ``weights`` (SHA-256 of the variables), ``method``, ``options``, ``versions``, ``images``
+  (input paths in row order), ``done`` (paths finished), ``failed`` (path -> reason), plus
+  ``target``, ``batch_size``, ``resize``, ``dtype``, ``process_count`` and ``state`` (the
+  ``grain`` iterator state of each process).
 * ``out/overlays/<row>_<name>.png`` with ``overlays=True``.
 
 The input pipeline is a ``grain`` ``MapDataset`` of batches (row groups), sharded by JAX
@@ -456,11 +456,12 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
                     heat[j] = np.nan
                 if r in errors:
                     classes[j] = -1
-            if overlays:
-                _write_overlays(out, model, x, heat, rows, paths, errors)
             # one chunk each, one atomic file each; the targets first, so that a committed
             # heatmap chunk (what resuming trusts) implies its targets chunk
-            tarr[rows[0]:rows[-1] + 1].write(classes).result()
+            wrote_targets = tarr[rows[0]:rows[-1] + 1].write(classes)
+            if overlays:
+                _write_overlays(out, model, x, heat, rows, paths, errors)
+            wrote_targets.result()
             arr[rows[0]:rows[-1] + 1].write(heat).result()
             committed.add(b)
             computed.extend(rows)
