@@ -100,8 +100,8 @@ def main(argv=None) -> int:
               f"{tuple(model.spec.input_size)}, {a.method}, batch {bs}, "
               f"devices {jax.device_count()}")
         print(f"in memory (no I/O)   {a.images / t_mem:8.1f} img/s")
-        print(f"run_dataset          {done / t_run:8.1f} img/s  (read, explain, zarr chunk, "
-              f"manifest per batch)")
+        print(f"run_dataset          {done / t_run:8.1f} img/s  (read, explain, heatmap and "
+              f"target chunks per batch, manifest every {xj.dataset.MANIFEST_EVERY_S:g} s)")
         print(f"rerun of a finished folder: {t_again:.2f} s, computed {len(again.computed)}")
         print("RSS MB at 0, 1/4, 1/2, 3/4 of the run and at its end: "
               + " ".join(f"{m:.0f}" for m in marks) + f"; process peak {peak:.0f}")

@@ -1,7 +1,9 @@
 """Data-set runs (xj.run_dataset, ``xaijax explain DIR --out OUT_DIR``): layout, manifest,
-corrupt images, and resuming after a kill with nothing lost and nothing computed twice."""
+the class each row explains, corrupt images, and resuming after a kill with nothing lost and
+nothing computed twice."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -62,6 +64,51 @@ def test_heatmaps_equal_explain_and_failed_rows_are_nan(images, model, reference
     assert np.isnan(heat[list(BAD)]).all() and np.isfinite(heat[good]).all()
 
 
+def test_targets_are_each_images_top1_and_minus_one_for_failed_rows(images, model, reference,
+                                                                    tmp_path):
+    r, _, _ = reference
+    good = [i for i in range(N) if i not in BAD]
+    x = np.stack([dataset.load_image(model, r.images[i]) for i in good])
+    np.testing.assert_array_equal(r.targets()[good], xj.explain(model, x, "top1").target)
+    # the random network predicts one class for every image; with its fc bias centring the
+    # logits on these images the classes differ, so a row explained for another image's
+    # class would show
+    v = jax.tree_util.tree_map(lambda a: a, model.variables)
+    v["params"]["fc"]["bias"] = v["params"]["fc"]["bias"] - np.asarray(model(x)).mean(0)
+    split = model.replace(variables=v)
+    s = xj.run_dataset(split, images, method="gradient", out=str(tmp_path / "split"),
+                       batch_size=BS, progress=False)
+    t = dataset.read_targets(s.out)
+    assert t.shape == (N,) and t.dtype == np.int32
+    top1 = xj.explain(split, x, "top1", method="gradient").target
+    np.testing.assert_array_equal(t[good], top1)
+    assert len(set(top1.tolist())) >= 3
+    assert (t[list(BAD)] == -1).all()
+
+
+def test_int_target_is_every_rows_target(images, model, tmp_path):
+    r = xj.run_dataset(model, images, method="gradient", out=str(tmp_path / "t3"),
+                       batch_size=BS, target=3, progress=False)
+    t = r.targets()
+    assert (t[[i for i in range(N) if i not in BAD]] == 3).all()
+    assert (t[list(BAD)] == -1).all()
+
+
+def test_missing_targets_are_written_again_on_resume(images, model, reference, tmp_path):
+    """A folder without targets.zarr (written before it existed, or deleted): the rerun
+    computes no heatmap and writes each committed batch's targets (top-1 again)."""
+    r, ref_heat, _ = reference
+    out = str(tmp_path / "old")
+    shutil.copytree(r.out, out)
+    shutil.rmtree(os.path.join(out, "targets.zarr"))
+    with pytest.raises(FileNotFoundError, match="no targets.zarr"):
+        dataset.read_targets(out)
+    again = run(model, images, out)
+    assert again.computed == []
+    np.testing.assert_array_equal(again.targets(), r.targets())
+    np.testing.assert_array_equal(again.heatmaps(), ref_heat)
+
+
 def test_manifest_records_the_run(images, model, reference):
     r, _, man = reference
     for k in ("model", "weights", "method", "options", "versions", "images", "done", "failed"):
@@ -101,6 +148,8 @@ def test_killed_cli_run_resumes_without_loss_or_recomputation(images, model, ref
                         *OPTS], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 17, p.stderr[-2000:]
     assert dataset.committed_batches(out) == {0, 1}
+    # each batch's targets chunk is written before its heatmap chunk
+    assert dataset._chunks_on_disk(out, "targets.zarr", 1) == {0, 1}
     killed = dataset.read_manifest(out)  # written at the start and at most every 5 s
     assert set(killed["done"]) <= set(killed["images"][:BS]) and killed["failed"] == {}
     assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temporary left over
@@ -116,6 +165,7 @@ def test_killed_cli_run_resumes_without_loss_or_recomputation(images, model, ref
     assert sorted(r.computed) == list(range(2 * BS, N))  # only the third batch
     heat = dataset.read_heatmaps(out)
     np.testing.assert_array_equal(heat, ref_heat)  # every row as in one uninterrupted run
+    np.testing.assert_array_equal(r.targets(), reference[0].targets())
     man = dataset.read_manifest(out)
     assert man["done"] == ref_man["done"] and man["failed"] == ref_man["failed"]
 

@@ -4,7 +4,8 @@
 --out FILE.png`` writes an overlay of the explanation over each photo (several images go into
 one grid). IMAGE is a file path or the name of a bundled photo (``chelsea``, ``coffee``, ...).
 ``xaijax explain DIR_OR_GLOB --out OUT_DIR ...`` is a resumable data-set run
-(:func:`xaijax.run_dataset`).
+(:func:`xaijax.run_dataset`): OUT_DIR/heatmaps.zarr (the heatmaps), OUT_DIR/targets.zarr (the
+class each heatmap explains, -1 for failed images) and OUT_DIR/manifest.json.
 ``xaijax evaluate IMAGE_OR_DIR... --methods a,b --metrics deletion,insertion,pointing_game
 --boxes boxes.json [--csv out.csv]`` scores methods with metrics and prints the table.
 ``xaijax compare IMAGE... --methods a,b,c --out grid.png [--html report.html]`` draws the methods
@@ -142,8 +143,8 @@ def _explain_dataset(args, t0: float) -> int:
 
     if os.path.splitext(args.out)[1].lower() in (".png", ".jpg", ".jpeg"):
         raise SystemExit(f"xaijax: a directory or glob input is a data-set run: --out names "
-                         f"the output folder (heatmaps.zarr, manifest.json), not an image; got "
-                         f"{args.out!r}")
+                         f"the output folder (heatmaps.zarr, targets.zarr, manifest.json), "
+                         f"not an image; got {args.out!r}")
     model = _load_model(args)
     opts = _parse_opts(args.opt)
     info = xj.methods.info(args.method)
@@ -160,8 +161,9 @@ def _explain_dataset(args, t0: float) -> int:
     for p, why in r.failed.items():
         print(f"failed: {p}: {why}")
     print(f"{len(r.done)} of {len(r.images)} image(s) done ({len(r.computed)} computed now, "
-          f"{len(r.failed)} failed); wrote {os.path.join(args.out, 'heatmaps.zarr')} and "
-          f"manifest.json ({args.method}, {args.model}, {time.time() - t0:.1f}s)")
+          f"{len(r.failed)} failed); wrote {os.path.join(args.out, 'heatmaps.zarr')}, "
+          f"targets.zarr and manifest.json ({args.method}, {args.model}, "
+          f"{time.time() - t0:.1f}s)")
     return 0
 
 
@@ -484,13 +486,15 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="explain images and write an overlay PNG")
     e.add_argument("images", nargs="+", help="image files or bundled photo names (chelsea, "
                    "...); one directory or glob pattern is a data-set run (--out is then a "
-                   "folder: heatmaps.zarr, manifest.json; rerun to resume)")
+                   "folder: heatmaps.zarr, targets.zarr (the class each heatmap explains, "
+                   "-1 for failed images), manifest.json; rerun to resume)")
     e.add_argument("--model", default="efficientnet_lite0")
     e.add_argument("--weights", default=None, help="checkpoint (.pth/.safetensors/orbax dir)")
     e.add_argument("--random", action="store_true", help="random weights (no pretrained)")
     e.add_argument("--method", default="gradient")
     e.add_argument("--target", default="top1", help="class index, class name or top1")
-    e.add_argument("--out", required=True, help="output .png/.jpg")
+    e.add_argument("--out", required=True, help="output .png/.jpg (a data-set run: the output "
+                   "folder)")
     e.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="method option (repeatable), e.g. --opt steps=64")
     e.add_argument("--seed", type=int, default=0)

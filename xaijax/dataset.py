@@ -7,10 +7,18 @@
   images are NaN. It is chunked by batch: chunk ``b`` holds rows ``[b·B, (b+1)·B)`` (B the
   batch size) and is written by ``tensorstore`` in one piece (temporary file + rename), so a
   batch's rows are either all on disk or none are.
-* ``out/manifest.json`` (replaced atomically, every few seconds and at the end): ``model``, ``weights`` (SHA-256
-  of the variables), ``method``, ``options``, ``versions``, ``images`` (input paths in row
-  order), ``done`` (paths finished), ``failed`` (path -> reason), plus ``target``,
-  ``batch_size``, ``resize`` and ``state`` (the ``grain`` iterator state of each process).
+* ``out/targets.zarr``: a zarr v3 array ``(number of images,)`` int32, row ``i`` the class
+  heatmap ``i`` explains: ``Explanation.target``, i.e. with ``target="top1"`` the image's
+  predicted class, with an int or a class name that class; ``-1`` for failed images. Chunked
+  like ``heatmaps.zarr`` and written the same way, each batch's targets chunk before its
+  heatmap chunk, so a committed heatmap chunk implies its targets chunk (rows of batches not
+  committed yet read as ``-1``). Read it with :func:`read_targets` or
+  :meth:`RunResult.targets`.
+* ``out/manifest.json`` (replaced atomically, every few seconds and at the end): ``model``,
+  ``weights`` (SHA-256 of the variables), ``method``, ``options``, ``versions``, ``images``
+  (input paths in row order), ``done`` (paths finished), ``failed`` (path -> reason), plus
+  ``target``, ``batch_size``, ``resize``, ``dtype``, ``process_count`` and ``state`` (the
+  ``grain`` iterator state of each process).
 * ``out/overlays/<row>_<name>.png`` with ``overlays=True``.
 
 The input pipeline is a ``grain`` ``MapDataset`` of batches (row groups), sharded by JAX
@@ -22,12 +30,19 @@ position in the batch; a failed image keeps its slot).
 Resuming: the committed chunks on disk are the truth. A rerun restores the iterator state
 from the manifest, then skips every batch whose chunk exists (those committed after the last
 manifest write); nothing is computed twice and nothing is lost. The
-failure reasons of such a batch are found again by re-reading its NaN rows' images.
+failure reasons of such a batch are found again by re-reading its NaN rows' images. A rerun
+with another number of JAX processes splits the batches otherwise: it starts every iterator
+from the beginning (the saved positions belong to the old split) and still skips the
+committed batches; process 0 merges the old processes' ``manifest.process-<k>.json`` into
+``manifest.json`` and removes them. A committed batch without a targets chunk (a folder
+written before ``targets.zarr`` existed) gets one on resume: the run's int target, or each
+image's top-1 class computed again (one forward pass).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob as globlib
 import hashlib
 import json
@@ -72,6 +87,10 @@ class RunResult:
     def heatmaps(self) -> np.ndarray:
         """The whole ``(N, H, W)`` heatmap array (read from ``heatmaps.zarr``)."""
         return read_heatmaps(self.out)
+
+    def targets(self) -> np.ndarray:
+        """The ``(N,)`` int32 class each heatmap explains (read from ``targets.zarr``)."""
+        return read_targets(self.out)
 
 
 def list_images(source: Union[str, Sequence[str]]) -> List[str]:
@@ -193,10 +212,9 @@ class _LoadBatch:
 # the output folder
 
 
-def _zarr_spec(out: str) -> Dict[str, Any]:
+def _zarr_spec(out: str, name: str = "heatmaps.zarr") -> Dict[str, Any]:
     return {"driver": "zarr3", "kvstore": {"driver": "file",
-                                           "path": os.path.join(os.path.abspath(out),
-                                                                "heatmaps.zarr")}}
+                                           "path": os.path.join(os.path.abspath(out), name)}}
 
 
 def _open_array(out: str, n: int, h: int, w: int, bs: int):
@@ -213,11 +231,24 @@ def _open_array(out: str, n: int, h: int, w: int, bs: int):
     return ts.open(spec, create=True, open=True).result()
 
 
-def committed_batches(out: str) -> set:
-    """Indices of the batches (chunks) of ``heatmaps.zarr`` that are on disk."""
+def _open_targets(out: str, n: int, bs: int):
     import tensorstore as ts
 
-    root = os.path.join(os.path.abspath(out), "heatmaps.zarr")
+    spec = dict(_zarr_spec(out, "targets.zarr"))
+    spec["metadata"] = {
+        "shape": [n], "data_type": "int32", "fill_value": -1,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [bs]}},
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+    }
+    spec["store_data_equal_to_fill_value"] = True  # a batch of failures is a chunk too
+    return ts.open(spec, create=True, open=True).result()
+
+
+def _chunks_on_disk(out: str, name: str, ndim: int) -> set:
+    """Indices ``b`` of the chunks ``c/<b>/0/.../0`` of the array ``out/name`` on disk."""
+    import tensorstore as ts
+
+    root = os.path.join(os.path.abspath(out), name)
     if not os.path.isdir(root):
         return set()
     kv = ts.KvStore.open({"driver": "file", "path": root + "/"}).result()
@@ -226,10 +257,15 @@ def committed_batches(out: str) -> set:
         # exactly c/<b>/0/0: tensorstore writes a chunk to "<key>.__lock" and renames it, so
         # a write cut short leaves c/<b>/0/0.__lock, which is not a committed batch
         parts = key.decode().split("/")
-        if len(parts) == 4 and parts[0] == "c" and parts[2:] == ["0", "0"] and \
-                parts[1].isdigit():
+        if len(parts) == ndim + 1 and parts[0] == "c" and parts[2:] == ["0"] * (ndim - 1) \
+                and parts[1].isdigit():
             done.add(int(parts[1]))
     return done
+
+
+def committed_batches(out: str) -> set:
+    """Indices of the batches (chunks) of ``heatmaps.zarr`` that are on disk."""
+    return _chunks_on_disk(out, "heatmaps.zarr", 3)
 
 
 def read_heatmaps(out: str) -> np.ndarray:
@@ -238,6 +274,18 @@ def read_heatmaps(out: str) -> np.ndarray:
     import tensorstore as ts
 
     return ts.open(_zarr_spec(out), open=True).result().read().result()
+
+
+def read_targets(out: str) -> np.ndarray:
+    """``targets.zarr`` of a run folder as a numpy array ``(N,)`` int32: the class each row of
+    ``heatmaps.zarr`` explains (``-1``: failed or not yet computed)."""
+    import tensorstore as ts
+
+    if not os.path.isdir(os.path.join(out, "targets.zarr")):
+        raise FileNotFoundError(f"{out!r} holds no targets.zarr (not a run_dataset folder, or "
+                                f"one no run_dataset call has resumed since targets.zarr was "
+                                f"added; rerun the same run_dataset call to write it)")
+    return ts.open(_zarr_spec(out, "targets.zarr"), open=True).result().read().result()
 
 
 def read_manifest(out: str) -> Dict[str, Any]:
@@ -322,23 +370,34 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     nproc, proc = jax.process_count(), jax.process_index()
     _check_local(mesh)
     old = _previous(out, manifest, first=proc == 0)
-    parts = _process_parts(out, nproc)  # left by other processes of a killed multi-host run
-    states = {**dict(old.get("state", {})), **{k: v["state"] for k, v in parts.items()}}
-    if old.get("process_count", nproc) != nproc:
-        states = {}  # another split of the batches: their positions mean nothing here (the
-        # committed chunks still say what is done)
+    old_count = old.get("process_count", nproc)
+    parts = _process_parts(out)  # left by other processes of a killed multi-host run
+    # iterator positions only of the same split of the batches: another process count gives
+    # them another meaning (the committed chunks still say what is done)
+    states = dict(old.get("state", {})) if old_count == nproc else {}
+    states.update({k: v["state"] for k, v in parts.items()
+                   if v.get("process_count", old_count) == nproc})
     failed: Dict[str, str] = dict(old.get("failed", {}))
     for v in parts.values():
         failed.update(v["failed"])
+    t_all = None if target == "top1" else int(target)
     if proc == 0:
         os.makedirs(out, exist_ok=True)
         arr = _open_array(out, n, h, w, bs)
+        tarr = _open_targets(out, n, bs)
+        _fill_targets(model, paths, bs, resize, arr, tarr,
+                      committed_batches(out) - _chunks_on_disk(out, "targets.zarr", 1),
+                      t_all, dtype)
         manifest.update(process_count=nproc, state=states, done=old.get("done", []),
                         failed=failed)
         _write_manifest(out, manifest)  # the run's identity is on disk before any chunk
+        for k, v in parts.items():  # another split's: merged into manifest.json just now
+            if v.get("process_count", old_count) != nproc:
+                _remove(_part_path(out, int(k)))
     _barrier("xaijax.run_dataset.start", nproc)
     if proc != 0:
         arr = _open_array(out, n, h, w, bs)
+        tarr = _open_targets(out, n, bs)
 
     num_batches = -(-n // bs)
     shard = grain.sharding.ShardByJaxProcess()
@@ -350,7 +409,8 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
 
     committed = committed_batches(out)
     mine = [b for b in range(proc, num_batches, nproc)]
-    _recover(model, paths, bs, resize, arr, committed, failed, old)
+    _recover(model, paths, bs, resize, arr, committed, failed,
+             {"done": old.get("done", []) + [p for v in parts.values() for p in v["done"]]})
     todo_rows = sum(len(range(b * bs, min((b + 1) * bs, n))) for b in mine
                     if b not in committed)
     show = sys.stderr.isatty() if progress is None else progress
@@ -358,7 +418,6 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     exit_after = int(os.environ.get(EXIT_AFTER_ENV, "0") or 0)
     computed: List[int] = []
     n_written = 0
-    t_all = None if target == "top1" else int(target)
 
     last = [time.monotonic()]
 
@@ -372,7 +431,8 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
         else:  # merged into manifest.json by process 0 at the end (or on resume)
             _write_json(_part_path(out, proc), {"state": manifest["state"][str(proc)],
                                                 "failed": manifest["failed"],
-                                                "done": manifest["done"]})
+                                                "done": manifest["done"],
+                                                "process_count": nproc})
 
     try:
         for item in it:
@@ -383,16 +443,26 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
             xs = jax.numpy.asarray(_pad(x, bs))
             tgt = "top1" if t_all is None else np.full((bs,), t_all, np.int32)
             ex = fn(model, xs, tgt, mesh=mesh, dtype=dtype, **traced)
+            if ex.target is None:
+                raise TypeError(f"method {method!r} returned no Explanation.target: a data-set "
+                                f"run records the class each heatmap explains")
             heat = np.array(ex.heatmap, np.float32)[:len(rows)]
+            classes = np.array(ex.target, np.int32)[:len(rows)]
             for j, r in enumerate(rows):
                 if r in errors:
                     heat[j] = np.nan
                 elif not np.isfinite(heat[j]).all():
                     errors[r] = "the method returned a non-finite heatmap"
                     heat[j] = np.nan
+                if r in errors:
+                    classes[j] = -1
+            # one chunk each, one atomic file each; the targets first, so that a committed
+            # heatmap chunk (what resuming trusts) implies its targets chunk
+            wrote_targets = tarr[rows[0]:rows[-1] + 1].write(classes)
             if overlays:
                 _write_overlays(out, model, x, heat, rows, paths, errors)
-            arr[rows[0]:rows[-1] + 1].write(heat).result()  # one chunk, one atomic file
+            wrote_targets.result()
+            arr[rows[0]:rows[-1] + 1].write(heat).result()
             committed.add(b)
             computed.extend(rows)
             failed.update({paths[r]: e for r, e in errors.items()})
@@ -408,7 +478,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
     if nproc > 1:
         _barrier("xaijax.run_dataset.end", nproc)
         if proc == 0:  # every process's batches and failures into manifest.json
-            parts = _process_parts(out, nproc)
+            parts = _process_parts(out)
             for k, v in parts.items():
                 states[k] = v["state"]
                 failed.update(v["failed"])
@@ -418,7 +488,7 @@ def run_dataset(model: Any, source: Union[str, Sequence[str]], *, method: str = 
             _recover(model, paths, bs, resize, arr, committed, failed, known)
             record()
             for k in parts:
-                os.remove(_part_path(out, int(k)))
+                _remove(_part_path(out, int(k)))
         _barrier("xaijax.run_dataset.merged", nproc)
         manifest = read_manifest(out)
     return RunResult(out=out, images=paths, computed=computed, done=manifest["done"],
@@ -446,14 +516,30 @@ def _part_path(out: str, proc: int) -> str:
     return os.path.join(out, f"manifest.process-{proc}.json")
 
 
-def _process_parts(out: str, nproc: int) -> Dict[str, Dict[str, Any]]:
-    """``{process: {"state", "failed"}}`` written by processes other than 0."""
+def _process_parts(out: str) -> Dict[str, Dict[str, Any]]:
+    """``{process: {"state", "failed", "done", "process_count"}}`` written by processes other
+    than 0: every ``manifest.process-<k>.json`` in ``out``, those of a run with another
+    process count included (``process_count`` is missing from files of older versions)."""
     parts = {}
-    for p in range(1, max(nproc, 1)):
-        if os.path.exists(_part_path(out, p)):
-            with open(_part_path(out, p)) as f:
-                parts[str(p)] = json.load(f)
+    if not os.path.isdir(out):
+        return parts
+    for name in os.listdir(out):
+        k = name[len("manifest.process-"):-len(".json")]
+        if not (name.startswith("manifest.process-") and name.endswith(".json") and k.isdigit()):
+            continue
+        try:
+            with open(os.path.join(out, name)) as f:
+                parts[k] = json.load(f)
+        except FileNotFoundError:  # another split's, removed by process 0 meanwhile
+            continue
     return parts
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -500,6 +586,35 @@ def _recover(model, paths, bs, resize, arr, committed, failed, old) -> None:
                     failed[paths[r]] = "the method returned a non-finite heatmap"
                 except Exception as e:  # noqa: BLE001
                     failed[paths[r]] = _reason(e)
+
+
+def _fill_targets(model, paths, bs, resize, arr, tarr, batches, t_all, dtype) -> None:
+    """Targets chunks of committed batches that have none (a folder written before
+    ``targets.zarr`` existed, or whose ``targets.zarr`` was deleted): ``t_all``, or each
+    image's top-1 class again (one forward pass in the run's precision); ``-1`` for the rows
+    that are NaN in ``heatmaps.zarr``."""
+    load = _LoadBatch(model, paths, bs, resize)
+    for b in sorted(batches):
+        item = load(b)
+        rows = item["rows"]
+        if t_all is None:
+            classes = np.array(_top1(model, jax.numpy.asarray(_pad(item["x"], bs)), dtype),
+                               np.int32)[:len(rows)]
+        else:
+            classes = np.full((len(rows),), t_all, np.int32)
+        heat = arr[rows[0]:rows[-1] + 1].read().result()
+        classes[np.isnan(heat).all(axis=(1, 2))] = -1
+        tarr[rows[0]:rows[-1] + 1].write(classes).result()
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _top1(model, x, dtype):
+    """``Explanation.target`` of ``target="top1"``: the model's prediction in ``dtype``."""
+    from xaijax.methods.base import compute_in, logits_fn
+
+    if dtype is not None:
+        model, x = compute_in(dtype, model, x)
+    return jax.numpy.argmax(logits_fn(model)(x), axis=-1).astype(jax.numpy.int32)
 
 
 def _done(paths, bs, committed, failed) -> List[str]:

@@ -2,6 +2,9 @@
 within the tolerance :func:`xaijax.explain` documents for the methods it allows, the output is
 float32, bad choices are clear errors, and repeated calls reuse one compiled program."""
 
+import os
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -79,6 +82,15 @@ def test_dataset_run_records_its_dtype(setup, tmp_path):
     r = xj.run_dataset(m, str(tmp_path), method="gradient", out=out, batch_size=2,
                        dtype="bfloat16", progress=False)
     assert len(r.done) == 2 and xj.dataset.read_manifest(out)["dtype"] == "bfloat16"
+    # targets.zarr written again on resume (a folder without it): the top-1 in bfloat16
+    t = r.targets()
+    x = np.stack([xj.dataset.load_image(m, p) for p in r.images])
+    np.testing.assert_array_equal(t, xj.explain(m, x, "top1", dtype="bfloat16").target)
+    shutil.rmtree(os.path.join(out, "targets.zarr"))
+    again = xj.run_dataset(m, str(tmp_path), method="gradient", out=out, batch_size=2,
+                           dtype="bfloat16", progress=False)
+    assert again.computed == []
+    np.testing.assert_array_equal(again.targets(), t)
     with pytest.raises(ValueError, match="another dtype"):  # resumed only in its own precision
         xj.run_dataset(m, str(tmp_path), method="gradient", out=out, batch_size=2,
                        progress=False)
