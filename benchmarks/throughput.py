@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import xaijax as xj  # noqa: E402
 from benchmarks.common import best_time, parse_args  # noqa: E402
 
-SMOKE = {"models": ["efficientnet_lite0"], "size": 64, "batches": [1], "repeats": 1,
+SMOKE = {"models": ["efficientnet_lite0"], "size": 32, "batches": [1], "repeats": 1,
          "methods": ["gradient", "gradcam", "integrated_gradients", "occlusion",
                      "extremal_perturbation", "cam"], "scale": 0.25, "cell_budget": 0.0}
 
@@ -355,8 +355,8 @@ def methods() -> List[Method]:
           lambda c: (c.n(50), 0), settings="50 iterations"),
         M("fgvis", "iterative", lambda c: {"iterations": c.n(50), "lam": 1e-4},
           lambda c: (c.n(50), 0), settings="50 iterations, one lambda"),
-        M("dssr", "iterative", lambda c: {"iterations": c.n(50)}, lambda c: (c.n(50), 0),
-          settings="50 iterations"),
+        M("dssr", "iterative", lambda c: {"iterations": c.n(50)}, lambda c: (2 * c.n(50), 0),
+          settings="50 iterations (a deletion and a preservation pass each)"),
     ]
     return rows
 
