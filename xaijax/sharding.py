@@ -161,12 +161,13 @@ def shard_inner(tree: Any) -> Any:
 
     Multi-pass methods call it on their inner batch so that a batch of fewer images than
     devices still uses every device: :func:`xaijax.methods.gradient.chunked_sum` (IG,
-    SmoothGrad, VarGrad, Guided/Blur IG, the Shapley samplers) on its chunk of path points or
-    samples, and, through :func:`merge_inner`, RISE (masks), occlusion (windows), LIME
-    (samples) and Score-CAM (channels) on each chunk's masked images; Ablation-CAM on its
-    chunk of ablated activations. The constraint must be on an axis that is outermost in the
-    model's batch: an inner axis nested inside the image axis (a ``vmap`` over images around
-    the chunk loop) cannot be split without all-gathers.
+    SmoothGrad, VarGrad, Guided/Blur IG, GradientSHAP, DeepLIFT-SHAP) on its chunk of path
+    points or samples; through :func:`merge_inner`, RISE (masks), occlusion (windows), LIME
+    (samples), Score-CAM (channels) and SISE (selected feature maps) on each chunk's masked
+    images; Ablation-CAM on its chunk of ablated activations. The split axis must be the
+    outermost one of the model's batch: an inner axis nested inside the image axis (a ``vmap``
+    over images around the chunk loop) cannot be split without all-gathers, which is why
+    Kernel SHAP, Shapley value sampling and feature ablation stay replicated in inner mode.
     """
     mesh = getattr(_INNER, "mesh", None)
     if mesh is None:

@@ -1,5 +1,5 @@
-"""Fewer images than devices: RISE, Score-CAM, Ablation-CAM, occlusion and LIME split their
-masked forward passes over the devices (inner mode, ``xaijax.sharding.merge_inner``), on 8
+"""Fewer images than devices: RISE, Score-CAM, Ablation-CAM, occlusion, LIME and SISE split
+their masked forward passes over the devices (inner mode, ``xaijax.sharding.merge_inner``), on 8
 forced CPU devices, and give the one-device result.
 
 As in ``test_sharding.py``, the checks run in one subprocess started with
@@ -24,6 +24,7 @@ CASES = {
     "ablationcam": dict(batch_size=K, tap="relu4"),  # conv5 after the tap: the tail convolves
     "occlusion": dict(window=8, strides=8, batch_size=K),  # 16 windows
     "lime": dict(num_samples=32, batch_size=K, num_segments=16, segmentation="grid"),
+    "sise": dict(batch_size=K, max_masks=K),  # at most one chunk per block
 }
 
 SCRIPT = textwrap.dedent(r"""
