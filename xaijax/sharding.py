@@ -162,12 +162,12 @@ def shard_inner(tree: Any) -> Any:
     Multi-pass methods call it on their inner batch so that a batch of fewer images than
     devices still uses every device: :func:`xaijax.methods.gradient.chunked_sum` (IG,
     SmoothGrad, VarGrad, Guided/Blur IG, GradientSHAP, DeepLIFT-SHAP) on its chunk of path
-    points or samples; through :func:`merge_inner`, RISE (masks), occlusion (windows), LIME
-    (samples), Score-CAM (channels) and SISE (selected feature maps) on each chunk's masked
-    images; Ablation-CAM on its chunk of ablated activations. The split axis must be the
-    outermost one of the model's batch: an inner axis nested inside the image axis (a ``vmap``
-    over images around the chunk loop) cannot be split without all-gathers, which is why
-    Kernel SHAP, Shapley value sampling and feature ablation stay replicated in inner mode.
+    points or samples; through :func:`merge_inner`, RISE (masks), occlusion (windows), LIME,
+    Kernel SHAP, Shapley value sampling and feature ablation (coalitions), Score-CAM (channels)
+    and SISE (selected feature maps) on each chunk's masked images; Ablation-CAM on its chunk
+    of ablated activations. The split axis must be the outermost one of the model's batch: an
+    inner axis nested inside the image axis (a ``vmap`` over images around the chunk loop)
+    cannot be split without all-gathers.
     """
     mesh = getattr(_INNER, "mesh", None)
     if mesh is None:

@@ -1,5 +1,5 @@
-"""Fewer images than devices: RISE, Score-CAM, Ablation-CAM, occlusion, LIME and SISE split
-their masked forward passes over the devices (inner mode, ``xaijax.sharding.merge_inner``), on 8
+"""Fewer images than devices: RISE, Score-CAM, Ablation-CAM, occlusion, LIME, SISE, Kernel
+SHAP, Shapley value sampling and feature ablation split their masked forward passes over the devices (inner mode, ``xaijax.sharding.merge_inner``), on 8
 forced CPU devices, and give the one-device result.
 
 As in ``test_sharding.py``, the checks run in one subprocess started with
@@ -25,6 +25,10 @@ CASES = {
     "occlusion": dict(window=8, strides=8, batch_size=K),  # 16 windows
     "lime": dict(num_samples=32, batch_size=K, num_segments=16, segmentation="grid"),
     "sise": dict(batch_size=K, max_masks=K),  # at most one chunk per block
+    "kernel_shap": dict(num_samples=32, batch_size=K, num_segments=16, segmentation="grid"),
+    "shapley_sampling": dict(num_samples=2, batch_size=K, num_segments=16,
+                             segmentation="grid"),  # 2 permutations x 16 groups
+    "feature_ablation": dict(batch_size=K, num_segments=16, segmentation="grid"),
 }
 
 SCRIPT = textwrap.dedent(r"""
