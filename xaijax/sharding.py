@@ -160,11 +160,14 @@ def shard_inner(tree: Any) -> Any:
     program is traced in inner mode (:func:`inner_axis`), else return ``tree`` unchanged.
 
     Multi-pass methods call it on their inner batch so that a batch of fewer images than
-    devices still uses every device. Today :func:`xaijax.methods.gradient.chunked_sum` does
-    (IG, SmoothGrad, VarGrad, Guided/Blur IG, the Shapley samplers). RISE, Score-CAM,
-    occlusion and LIME merge the inner axis *inside* the image axis (a ``vmap`` over images
-    around their chunk loop), so a constraint there only adds all-gathers; they stay
-    replicated in inner mode until their loops put the inner axis outermost.
+    devices still uses every device: :func:`xaijax.methods.gradient.chunked_sum` (IG,
+    SmoothGrad, VarGrad, Guided/Blur IG, GradientSHAP, DeepLIFT-SHAP) on its chunk of path
+    points or samples; through :func:`merge_inner`, RISE (masks), occlusion (windows), LIME,
+    Kernel SHAP, Shapley value sampling and feature ablation (coalitions), Score-CAM (channels)
+    and SISE (selected feature maps) on each chunk's masked images; Ablation-CAM on its chunk
+    of ablated activations. The split axis must be the outermost one of the model's batch: an
+    inner axis nested inside the image axis (a ``vmap`` over images around the chunk loop)
+    cannot be split without all-gathers.
     """
     mesh = getattr(_INNER, "mesh", None)
     if mesh is None:
@@ -177,6 +180,35 @@ def shard_inner(tree: Any) -> Any:
         return a
 
     return jax.tree_util.tree_map(con, tree)
+
+
+def inner_mode() -> bool:
+    """Whether a sharded program is being traced in inner mode (:func:`inner_axis`)."""
+    return getattr(_INNER, "mesh", None) is not None
+
+
+def merge_inner(a: Any) -> Any:
+    """``(K, N, ...)`` (``K`` inner items — masks, windows, samples, channels — of each of
+    ``N`` images) as one model batch ``(K·N, ...)``.
+
+    In inner mode the rows are item-major (item ``k`` of image ``n`` at row ``k·N + n``) and
+    split over the data axis (:func:`shard_inner`); otherwise they are image-major (row
+    ``n·K + k``), the order of a ``vmap`` over images, so that a batch sharded over its images
+    stays split (an item-major merge of an image-sharded array is replicated by the compiler)
+    and a one-device program sees the same batch as before. :func:`split_inner` inverts it.
+    """
+    k, n = a.shape[:2]
+    if inner_mode():
+        return shard_inner(a.reshape((k * n,) + a.shape[2:]))
+    return jnp.swapaxes(a, 0, 1).reshape((k * n,) + a.shape[2:])
+
+
+def split_inner(a: Any, k: int) -> Any:
+    """``(K·N, ...)`` rows laid out by :func:`merge_inner` back to ``(K, N, ...)``."""
+    n = a.shape[0] // k
+    if inner_mode():
+        return a.reshape((k, n) + a.shape[1:])
+    return jnp.swapaxes(a.reshape((n, k) + a.shape[1:]), 0, 1)
 
 
 def unpad(tree: Any, n: int, padded: int) -> Any:

@@ -27,8 +27,9 @@ differentiated with respect to ``delta`` at zero. The class score is the target'
 pre-softmax score ``y^c`` of the Grad-CAM paper).
 
 Score-CAM and Ablation-CAM run one extra forward pass per channel; they are batched in chunks of
-``batch_size`` channels with :func:`jax.lax.map` over the chunks and :func:`jax.vmap` over the
-images, so there is no Python loop over channels and the whole computation is one jitted program.
+``batch_size`` channels with :func:`jax.lax.map` over the chunks, each chunk one model batch of
+its channels for every image (:func:`xaijax.sharding.merge_inner`), so there is no Python loop
+over channels and the whole computation is one jitted program.
 
 Comparison with the peer libraries (tested in ``tests/methods/test_cam_parity.py``):
 
@@ -78,6 +79,7 @@ from xaijax.methods.base import (Explanation, check_positive_int, minmax, regist
                                  require_model, target_scores, upsample)
 from xaijax.methods.gradient import heatmap_maxabs
 from xaijax.models.base import Model
+from xaijax.sharding import inner_mode, merge_inner, shard_inner, split_inner
 
 Array = jax.Array
 
@@ -437,22 +439,22 @@ def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None
     chunks, padded = _channel_chunks(k, bs)
     apply = model.apply_fn
 
-    def one_image(x1, a1, t1):
-        maps = jnp.moveaxis(a1, -1, 0)  # (K, h, w)
-        maps = jnp.pad(maps, ((0, padded - k), (0, 0), (0, 0))).reshape(chunks, bs, h, w)
+    maps = jnp.moveaxis(acts, -1, 0)  # (K, N, h, w)
+    maps = jnp.pad(maps, ((0, padded - k), (0, 0), (0, 0), (0, 0))).reshape(chunks, bs, n, h, w)
+    t = merge_inner(jnp.broadcast_to(target, (bs, n)))
 
-        def chunk(m):  # (bs, h, w) -> (bs,) target logits, (bs,) target probabilities
-            up = upsample(m, (big_h, big_w), align_corners)
-            lo = jnp.min(up, axis=(1, 2), keepdims=True)
-            hi = jnp.max(up, axis=(1, 2), keepdims=True)
-            mask = (up - lo) / (hi - lo + 1e-8)
-            logits = apply(x1[None] * mask[..., None])
-            return logits[:, t1], jax.nn.softmax(logits, axis=-1)[:, t1]
+    def chunk(m):  # (bs, N, h, w) -> (bs, N) target logits, (bs, N) target probabilities
+        up = upsample(m.reshape(bs * n, h, w), (big_h, big_w), align_corners)
+        lo = jnp.min(up, axis=(1, 2), keepdims=True)
+        hi = jnp.max(up, axis=(1, 2), keepdims=True)
+        mask = ((up - lo) / (hi - lo + 1e-8)).reshape(bs, n, big_h, big_w)
+        # the masked images as one model batch; split over the devices in inner mode
+        logits = apply(merge_inner(x[None] * mask[..., None]))
+        logit = jnp.take_along_axis(logits, t[:, None], axis=1)[:, 0]
+        prob = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), t[:, None], axis=1)[:, 0]
+        return split_inner(logit, bs), split_inner(prob, bs)
 
-        logit, prob = lax.map(chunk, maps)
-        return logit.reshape(padded)[:k], prob.reshape(padded)[:k]
-
-    logit, prob = jax.vmap(one_image)(x, acts, target)
+    logit, prob = (a.reshape(padded, n)[:k].T for a in lax.map(chunk, maps))
     if softmax == "channels":
         weights = jax.nn.softmax(logit, axis=-1)
     else:
@@ -517,16 +519,26 @@ def ablationcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = N
     # padded indices >= k ablate nothing; their scores are dropped
     order = jnp.arange(padded, dtype=jnp.int32).reshape(chunks, bs)
 
-    def one_image(x1, a1, t1):
-        def ablated_score(idx):
-            keep = (jnp.arange(k) != idx).astype(a1.dtype)
-            out, _ = model.forward(x1[None], edits={t: lambda _a: (a1 * keep)[None]})
-            return out[0, t1]
+    def ablated_score(x1, a1, t1):  # one image with one channel of its activation ablated
+        out, _ = model.forward(x1[None], edits={t: lambda _a: a1[None]})
+        return out[0, t1]
 
-        scores = lax.map(jax.vmap(ablated_score), order)
-        return scores.reshape(padded)[:k]
+    # a vmap over the ablated channels around one over the images puts the channels outermost
+    # in the tail's batch, which inner mode splits over the devices (xaijax.sharding); the
+    # other nesting keeps a batch sharded over its images split
+    per_image = jax.vmap(ablated_score)
+    if inner_mode():
+        tail = jax.vmap(per_image, in_axes=(None, 0, None))
+    else:
+        tail = jax.vmap(jax.vmap(ablated_score, in_axes=(None, 0, None)), in_axes=(0, 1, 0),
+                        out_axes=1)
 
-    scores = jax.vmap(one_image)(x, acts, target)
+    def chunk(idx):  # (bs,) channel indices -> (bs, N) target logits
+        keep = (jnp.arange(k) != idx[:, None]).astype(acts.dtype)  # (bs, K)
+        ablated = shard_inner(acts[None] * keep[:, None, None, None, :])
+        return shard_inner(tail(x, ablated, target))
+
+    scores = lax.map(chunk, order).reshape(padded, -1)[:k].T
     y = target_scores(logits, target)[:, None]
     weights = (y - scores) / y
     return _finish(_combine(acts, weights), weights, x, target, "ablationcam", relu=True,

@@ -1,8 +1,11 @@
 """Perturbation methods: Occlusion, RISE and LIME (survey §2.1).
 
 They need only ``f(x) -> logits`` and evaluate the model on many perturbed copies of each image;
-every batch of perturbations is built inside a chunked ``lax.map`` (static ``batch_size``), so
-peak memory is one chunk of images whatever the number of windows, masks or samples.
+every batch of perturbations is built inside a chunked ``lax.map`` or ``lax.scan`` (static
+``batch_size``), so peak memory is one chunk of images whatever the number of windows, masks or
+samples. A chunk is one model batch: its ``batch_size`` perturbations of every image of the
+batch (:func:`xaijax.sharding.merge_inner`, which splits them over the devices when a sharded
+call has fewer images than devices).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positi
                                  class_scores, logits_fn, register, upsample)
 from xaijax.methods.masks import split_key
 from xaijax.progress import tick
+from xaijax.sharding import merge_inner, split_inner
 
 Array = jax.Array
 
@@ -136,23 +140,23 @@ def occlusion(model: Any, x: Array, target: Array, *, window: Any = (16, 16),
     f = logits_fn(model)
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
-    def one(xi, bi, ti):
-        s0 = class_scores(f(xi[None]), ti, score)[0]
+    s0 = class_scores(f(x), target, score)
 
-        def chunk(idx):
-            a, r = jnp.divmod(idx, nw * nc)
-            b, cc = jnp.divmod(r, nc)
-            m = (rows_j[a][:, :, None, None] * cols_j[b][:, None, :, None]
-                 * chans_j[cc][:, None, None, :])
-            xa = xi * (1 - m) + bi * m
-            return s0 - class_scores(f(xa), ti, score)
+    def chunk(idx):  # (B,) window indices -> (B, N) score drops
+        a, r = jnp.divmod(idx, nw * nc)
+        b, cc = jnp.divmod(r, nc)
+        m = (rows_j[a][:, :, None, None] * cols_j[b][:, None, :, None]
+             * chans_j[cc][:, None, None, :])[:, None]
+        # the occluded images as one model batch; split over the devices in inner mode
+        xa = merge_inner(x[None] * (1 - m) + base[None] * m)
+        t = merge_inner(jnp.broadcast_to(target, (idx.shape[0], n)))
+        return s0 - split_inner(class_scores(f(xa), t, score), idx.shape[0])
 
-        d = _chunked(chunk, total, batch_size, progress, "occlusion windows").reshape(nh, nw, nc)
-        attr = jnp.einsum("abc,ah,bw,cz->hwz", d, rows_j, cols_j, chans_j,
-                          precision=jax.lax.Precision.HIGHEST)
-        return attr / jnp.asarray(counts), d
+    d = _chunked(chunk, total, batch_size, progress, "occlusion windows")
+    d = jnp.moveaxis(d, 1, 0).reshape(n, nh, nw, nc)
+    attr = jnp.einsum("nabc,ah,bw,cz->nhwz", d, rows_j, cols_j, chans_j,
+                      precision=jax.lax.Precision.HIGHEST) / jnp.asarray(counts)
 
-    attr, d = jax.vmap(one)(x, base, target)
     return Explanation(heatmap=jnp.sum(attr, axis=-1), attribution=attr,
                        extras={"score_drop": d}, target=target, method="occlusion")
 
@@ -248,23 +252,25 @@ def rise(model: Any, x: Array, target: Array, *, num_masks: int = 4000, grid_siz
     b = min(batch_size, num_masks)
     chunks = math.ceil(num_masks / b)
 
-    def one(xi, ti, ki):
-        def chunk(carry, c):
-            tick(c, chunks, "rise masks", progress)
-            if masks is None:
-                m = rise_masks(jax.random.fold_in(ki, c), b, (h, w), grid_size, p1)
-            else:
-                m = jax.lax.dynamic_slice_in_dim(
-                    jnp.pad(masks, ((0, chunks * b - num_masks), (0, 0), (0, 0))), c * b, b)
-            valid = (c * b + jnp.arange(b)) < num_masks
-            s = class_scores(f(xi[None] * m[..., None]), ti, score) * valid
-            return carry + jnp.einsum("k,khw->hw", s, m,
-                                      precision=jax.lax.Precision.HIGHEST), None
+    def chunk(carry, c):
+        tick(c, chunks, "rise masks", progress)
+        if masks is None:  # (b, N, h, w): image i's masks drawn from its own key
+            m = jax.vmap(lambda ki: rise_masks(jax.random.fold_in(ki, c), b, (h, w),
+                                               grid_size, p1), out_axes=1)(keys)
+        else:
+            m = jax.lax.dynamic_slice_in_dim(
+                jnp.pad(masks, ((0, chunks * b - num_masks), (0, 0), (0, 0))), c * b, b)
+            m = jnp.broadcast_to(m[:, None], (b, n, h, w))
+        valid = (c * b + jnp.arange(b)) < num_masks
+        # the masked images as one model batch; split over the devices in inner mode
+        xm = merge_inner(x[None] * m[..., None])
+        t = merge_inner(jnp.broadcast_to(target, (b, n)))
+        s = split_inner(class_scores(f(xm), t, score), b) * valid[:, None]
+        return carry + jnp.einsum("kn,knhw->nhw", s, m,
+                                  precision=jax.lax.Precision.HIGHEST), None
 
-        sal, _ = jax.lax.scan(chunk, jnp.zeros((h, w), jnp.float32), jnp.arange(chunks))
-        return sal / (num_masks * p1)
-
-    sal = jax.vmap(one)(x, target, keys)
+    sal, _ = jax.lax.scan(chunk, jnp.zeros((n, h, w), jnp.float32), jnp.arange(chunks))
+    sal = sal / (num_masks * p1)
     return Explanation(heatmap=sal, attribution=None, extras={"num_masks": num_masks},
                        target=target, method="rise")
 
@@ -505,19 +511,22 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
     s_count = zs.shape[1]
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
-    def one(xi, bi, ti, seg, z):
-        onehot = jax.nn.one_hot(seg, k, dtype=jnp.float32)          # (H, W, K)
+    onehot = jax.nn.one_hot(segs, k, dtype=jnp.float32)              # (N, H, W, K)
+    b = min(int(batch_size), s_count)
+
+    def chunk(idx):  # (B,) sample indices -> (B, N) scores, <x', x>, |x'|
+        tick(idx[0] // b, -(-s_count // b), "lime samples", progress)
+        xp = jax.vmap(coalition_images, out_axes=1)(x, base, onehot, zs[:, idx])
+        dot = jnp.sum(xp * x[None], axis=(2, 3, 4))
+        pn = jnp.sqrt(jnp.sum(xp * xp, axis=(2, 3, 4)))
+        # the perturbed images as one model batch; split over the devices in inner mode
+        t = merge_inner(jnp.broadcast_to(target, (idx.shape[0], n)))
+        return split_inner(class_scores(f(merge_inner(xp)), t, score), idx.shape[0]), dot, pn
+
+    ys, dots, pns = (jnp.moveaxis(a, 1, 0) for a in _chunked(chunk, s_count, batch_size))
+
+    def one(xi, seg, z, y, dot, pn):
         xnorm = jnp.sqrt(jnp.sum(xi * xi))
-
-        def chunk(idx):
-            b = min(int(batch_size), s_count)
-            tick(idx[0] // b, -(-s_count // b), "lime samples", progress)
-            xp = coalition_images(xi, bi, onehot, z[idx])
-            dot = jnp.sum(xp * xi, axis=(1, 2, 3))
-            pn = jnp.sqrt(jnp.sum(xp * xp, axis=(1, 2, 3)))
-            return class_scores(f(xp), ti, score), dot, pn
-
-        y, dot, pn = _chunked(chunk, s_count, batch_size)
         eps = 1e-8
         if kernel_space == "input":
             cos = dot / (jnp.maximum(xnorm, eps) * jnp.maximum(pn, eps))
@@ -527,7 +536,7 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
         coef, b0 = weighted_ridge(z, y, wts, alpha)
         return coef[seg], coef, b0, y, wts
 
-    heat, coef, b0, y, wts = jax.vmap(one)(x, base, target, segs, zs)
+    heat, coef, b0, y, wts = jax.vmap(one)(x, segs, zs, ys, dots, pns)
     return Explanation(heatmap=heat, attribution=None,
                        extras={"segments": segs, "coefficients": coef, "intercept": b0,
                                "samples": zs, "scores": y, "weights": wts},

@@ -36,6 +36,7 @@ from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positi
                                  register, require_model, target_scores)
 from xaijax.methods.gradient import chunked_sum, heatmap_sum
 from xaijax.methods.masks import split_key
+from xaijax.sharding import merge_inner, split_inner
 
 Array = jax.Array
 
@@ -86,16 +87,21 @@ def _groups(x, segments, num_segments, segmentation, compactness, slic_iteration
     return segs, k, jax.nn.one_hot(segs, k, dtype=x.dtype)
 
 
-def _coalition_scores(f, xi, bi, ti, onehot, zs, batch_size, score, progress=False,
+def _coalition_scores(f, x, base, target, onehot, zs, batch_size, score, progress=False,
                       desc="") -> Array:
-    """``(S,)`` class scores of ``xi`` with the groups of each row of ``zs`` ``(S, K)`` kept and
-    the rest set to ``bi``, ``batch_size`` images per model call (a bar ``desc`` of the chunks
-    with ``progress``)."""
+    """``(N, S)`` class scores of each image ``x[i]`` with the groups of each row of ``zs[i]``
+    ``(S, K)`` kept and the rest set to ``base[i]`` (``onehot`` ``(N, H, W, K)``),
+    ``batch_size`` coalitions of every image per model call, one model batch
+    (:func:`xaijax.sharding.merge_inner`: split over the devices when a sharded call has fewer
+    images than devices); a bar ``desc`` of the chunks with ``progress``."""
+    n = x.shape[0]
 
-    def chunk(idx):
-        return class_scores(f(P.coalition_images(xi, bi, onehot, zs[idx])), ti, score)
+    def chunk(idx):  # (B,) coalition indices -> (B, N) scores
+        xp = jax.vmap(P.coalition_images, out_axes=1)(x, base, onehot, zs[:, idx])
+        t = merge_inner(jnp.broadcast_to(target, (idx.shape[0], n)))
+        return split_inner(class_scores(f(merge_inner(xp)), t, score), idx.shape[0])
 
-    return P._chunked(chunk, zs.shape[0], batch_size, progress, desc)
+    return jnp.moveaxis(P._chunked(chunk, zs.shape[1], batch_size, progress, desc), 1, 0)
 
 
 def _validate_groups(method: str):
@@ -568,9 +574,16 @@ def kernel_shap(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
             zs = jnp.concatenate([jnp.broadcast_to(ends, (n, 2, k)), zs], axis=1)
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
-    def one(xi, bi, ti, oh, z):
-        y = _coalition_scores(f, xi, bi, ti, oh, z, batch_size, score, progress,
-                              "kernel_shap samples")
+    y = _coalition_scores(f, x, base, target, onehot, zs, batch_size, score, progress,
+                          "kernel_shap samples")
+    if constraint != "captum":  # the empty and the full coalition: f0, f1 of each image
+        ends_z = jnp.stack([jnp.zeros((k,), x.dtype), jnp.ones((k,), x.dtype)])
+        f01 = _coalition_scores(f, x, base, target, onehot, jnp.broadcast_to(ends_z, (n, 2, k)),
+                                2, score)
+    else:
+        f01 = jnp.zeros((n, 2), y.dtype)  # unused: the samples hold both ends
+
+    def one(z, y, f01):
         size = jnp.sum(z, axis=1)
         ends = (size == 0) | (size == k)
         w = shapley_kernel(z) if kernel_weights else jnp.ones_like(size)
@@ -579,12 +592,11 @@ def kernel_shap(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
             phi, phi0 = weighted_least_squares(z, y, w)
         else:
             w = jnp.where(ends, 0.0, w)
-            ends_z = jnp.stack([jnp.zeros((k,), x.dtype), jnp.ones((k,), x.dtype)])
-            f0, f1 = _coalition_scores(f, xi, bi, ti, oh, ends_z, 2, score)
+            f0, f1 = f01
             phi, phi0 = shapley_regression(z, y, w, f0, f1), f0
         return phi, phi0, y, w
 
-    phi, phi0, y, w = jax.vmap(one)(x, base, target, onehot, zs)
+    phi, phi0, y, w = jax.vmap(one)(zs, y, f01)
     heat = jnp.take_along_axis(phi, segs.reshape(n, -1), axis=1).reshape(segs.shape)
     return Explanation(heatmap=heat, attribution=None,
                        extras={"values": phi, "base_value": phi0, "segments": segs,
@@ -689,17 +701,18 @@ def shapley_sampling(model: Any, x: Array, target: Array, *, num_samples: int = 
         perms = jax.vmap(lambda kk: sample_permutations(kk, num_samples, k))(split_key(key, n))
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
-    def one(xi, bi, ti, oh, perm):
-        p = perm.shape[0]
-        z = permutation_coalitions(perm, x.dtype)
-        y = _coalition_scores(f, xi, bi, ti, oh, z, batch_size, score, progress,
-                              "shapley_sampling coalitions").reshape(p, k)
-        v0 = _coalition_scores(f, xi, bi, ti, oh, jnp.zeros((1, k), x.dtype), 1, score)
+    p = perms.shape[1]
+    zs = jax.vmap(lambda perm: permutation_coalitions(perm, x.dtype))(perms)
+    ys = _coalition_scores(f, x, base, target, onehot, zs, batch_size, score, progress,
+                           "shapley_sampling coalitions").reshape(n, p, k)
+    v0s = _coalition_scores(f, x, base, target, onehot, jnp.zeros((n, 1, k), x.dtype), 1, score)
+
+    def one(perm, y, v0):
         steps = jnp.diff(jnp.concatenate([jnp.broadcast_to(v0, (p, 1)), y], axis=1), axis=1)
         phi = jnp.zeros((k,), steps.dtype).at[perm.reshape(-1)].add(steps.reshape(-1)) / p
         return phi, jnp.sum(phi) - (y[0, -1] - v0[0])
 
-    phi, delta = jax.vmap(one)(x, base, target, onehot, perms)
+    phi, delta = jax.vmap(one)(perms, ys, v0s)
     heat = jnp.take_along_axis(phi, segs.reshape(n, -1), axis=1).reshape(segs.shape)
     return Explanation(heatmap=heat, attribution=None,
                        extras={"values": phi, "segments": segs, "permutations": perms,
@@ -764,11 +777,9 @@ def feature_ablation(model: Any, x: Array, target: Array, *, num_segments: int =
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
     z = 1.0 - jnp.eye(k, dtype=x.dtype)
 
-    def one(xi, bi, ti, oh):
-        s0 = class_scores(f(xi[None]), ti, score)[0]
-        return s0 - _coalition_scores(f, xi, bi, ti, oh, z, batch_size, score)
-
-    phi = jax.vmap(one)(x, base, target, onehot)
+    s0 = class_scores(f(x), target, score)
+    phi = s0[:, None] - _coalition_scores(f, x, base, target, onehot,
+                                          jnp.broadcast_to(z, (n, k, k)), batch_size, score)
     heat = jnp.take_along_axis(phi, segs.reshape(n, -1), axis=1).reshape(segs.shape)
     return Explanation(heatmap=heat, attribution=None, extras={"values": phi, "segments": segs},
                        target=target, method=name)

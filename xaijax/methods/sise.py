@@ -16,14 +16,16 @@ Four phases, each a small pure function here, composed by :func:`sise`:
 
 **Batching of the data-dependent selection.** How many maps pass Eq. 7 depends on the image, so
 the number of masked images cannot decide a shape. Per image and layer the selected maps are
-moved to the front and scored ``batch_size`` masked images per model call in a
-:func:`jax.lax.while_loop` that stops after the last selected map (the last chunk is completed
-with maps of weight 0), accumulating the map, so at most ``batch_size`` masks of an image are
-in memory and the compute follows the number of maps that pass: a larger ``mu`` is faster, as
-in the paper. Under :func:`jax.vmap` (a batch of images) the loop runs as long as the image
-that needs most chunks; the others' extra iterations are masked out. ``max_masks=k`` (static)
-bounds the work: only the ``k`` channels with the largest ``α`` are candidates (those of them
-that pass Eq. 7 are used; passing maps beyond the cap are dropped, counted in ``extras``).
+moved to the front and scored in a :func:`jax.lax.while_loop` that stops after the last
+selected map (the last chunk is completed with maps of weight 0), accumulating the map, so at
+most ``batch_size`` masks of an image are in memory and the compute follows the number of maps
+that pass: a larger ``mu`` is faster, as in the paper. One loop per layer serves the whole
+batch: each model call scores ``batch_size`` masks of every image (chunk-major, so that a
+sharded call with fewer images than devices splits them: :func:`xaijax.sharding.merge_inner`),
+and the loop runs as long as the image that needs most chunks; the others' extra masks have
+weight 0 and add nothing. ``max_masks=k`` (static) bounds the work: only the ``k`` channels
+with the largest ``α`` are candidates (those of them that pass Eq. 7 are used; passing maps
+beyond the cap are dropped, counted in ``extras``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positi
                                  class_scores, minmax, register, require_model, upsample)
 from xaijax.models.base import Model
 from xaijax.progress import tick
+from xaijax.sharding import merge_inner, split_inner
 
 Array = jax.Array
 _HI = lax.Precision.HIGHEST
@@ -123,31 +126,47 @@ def layer_visualization(score_fn: Callable[[Array], Array], x: Array, acts: Arra
     Returns:
       ``(H, W)``; zeros when no map is selected.
     """
-    h_in, w_in = x.shape[:2]
+    def score(z):  # (B, 1, H, W, C) -> (B, 1)
+        return score_fn(z[:, 0])[:, None]
+
+    return _visualize(score, x[None], acts[None], jnp.asarray(weights)[None], batch_size,
+                      progress=progress, desc=desc)[0]
+
+
+def _visualize(score_fn: Callable[[Array], Array], x: Array, acts: Array, weights: Array,
+               batch_size: int, *, progress: bool, desc: str) -> Array:
+    """:func:`layer_visualization` of a batch: ``x`` ``(N, H, W, C)``, ``acts`` ``(N, h, w,
+    K)``, ``weights`` ``(N, K)`` -> ``(N, H, W)``. ``score_fn`` scores a chunk's masked images
+    ``(B, N, H, W, C)`` -> ``(B, N)`` (chunk-major, so that the chunk can be split over devices:
+    :func:`xaijax.sharding.merge_inner`). The loop runs as many chunks as the image needing most;
+    the others' extra masks have weight 0 and add nothing."""
+    n, h_in, w_in = x.shape[:3]
     k = acts.shape[-1]
     b = min(int(batch_size), k)
     chunks = math.ceil(k / b)
     pad = chunks * b - k
     w = jnp.asarray(weights, jnp.float32)
-    order = jnp.argsort(w == 0, stable=True)  # selected maps first, in channel order
-    acts_p = jnp.pad(jnp.take(acts, order, axis=-1), ((0, 0), (0, 0), (0, pad)))
-    w_p = jnp.pad(w[order], (0, pad))
-    needed = (jnp.sum(w != 0) + b - 1) // b
+    order = jnp.argsort(w == 0, axis=-1, stable=True)  # selected maps first, in channel order
+    acts_p = jnp.pad(jnp.take_along_axis(acts, order[:, None, None, :], axis=-1),
+                     ((0, 0), (0, 0), (0, 0), (0, pad)))
+    w_p = jnp.pad(jnp.take_along_axis(w, order, axis=-1), ((0, 0), (0, pad)))
+    needed = jnp.max((jnp.sum(w != 0, axis=-1) + b - 1) // b)
 
     def chunk(state):
         c, total = state
         tick(c, needed, desc, progress)
-        a = lax.dynamic_slice_in_dim(acts_p, c * b, b, axis=2)
-        wc = lax.dynamic_slice_in_dim(w_p, c * b, b)
-        m = jnp.moveaxis(attribution_masks(a[None], (h_in, w_in))[0], -1, 0)  # (b, H, W)
+        a = lax.dynamic_slice_in_dim(acts_p, c * b, b, axis=3)             # (N, h, w, b)
+        wc = lax.dynamic_slice_in_dim(w_p, c * b, b, axis=1).T            # (b, N)
+        m = jnp.moveaxis(attribution_masks(a, (h_in, w_in)), -1, 0)       # (b, N, H, W)
         s = score_fn(x[None] * m[..., None])
-        size = jnp.sum(m, axis=(1, 2))
-        coef = wc * s / jnp.where(size > 0, size, 1.0)  # Eq. 11 (an all-zero mask adds 0)
-        return c + 1, total + jnp.einsum("k,khw->hw", coef, m, precision=_HI)
+        size = jnp.sum(m, axis=(2, 3))
+        # Eq. 11 (an all-zero mask adds 0; so does a mask of weight 0, whatever its score)
+        coef = jnp.where(wc != 0, wc * s / jnp.where(size > 0, size, 1.0), 0.0)
+        return c + 1, total + jnp.einsum("kn,knhw->nhw", coef, m, precision=_HI)
 
     _, total = lax.while_loop(lambda st: st[0] < needed, chunk,
-                              (jnp.int32(0), jnp.zeros((h_in, w_in), jnp.float32)))
-    return total / jnp.maximum(jnp.sum(w_p), 1.0)
+                              (jnp.int32(0), jnp.zeros((n, h_in, w_in), jnp.float32)))
+    return total / jnp.maximum(jnp.sum(w_p, axis=-1), 1.0)[:, None, None]
 
 
 def otsu_threshold(v: Array, bins: int = 256) -> Array:
@@ -324,27 +343,26 @@ def sise(model: Model, x: Array, target: Array, *, layers: Optional[Tuple[str, .
     counts = [a.shape[-1] if max_masks is None else min(int(max_masks), a.shape[-1])
               for a in acts]
 
-    def one(xi, ti, acts_i, alphas_i):
-        def score_fn(z):
-            return class_scores(f(z), ti, score)
+    def score_fn(z):  # (B, N, H, W, C) masked images -> (B, N), split over devices in inner mode
+        t = merge_inner(jnp.broadcast_to(target, z.shape[:2]))
+        return split_inner(class_scores(f(merge_inner(z)), t, score), z.shape[0])
 
-        vis, passing, used, scored = [], [], [], []
-        for a, al, cnt in zip(acts_i, alphas_i, counts):
-            keep = select_maps(al, mu)
-            passing.append(jnp.sum(keep))
-            if cnt < a.shape[-1]:
-                idx = lax.top_k(al, cnt)[1]
-                a, keep = jnp.take(a, idx, axis=-1), keep[idx]
-            used.append(jnp.sum(keep))
-            scored.append(masks_scored(used[-1], cnt, batch_size))
-            vis.append(layer_visualization(score_fn, xi, a, keep.astype(jnp.float32),
-                                           batch_size, progress=progress,
-                                           desc=f"sise {layer_names[len(vis)]}"))
-        vis = jnp.stack(vis)
-        return (fuse(vis, bins), vis, jnp.stack(passing).astype(jnp.int32),
-                jnp.stack(used).astype(jnp.int32), jnp.stack(scored))
-
-    heat, vis, passing, used, scored = jax.vmap(one)(x, target, acts, alphas)
+    vis, passing, used, scored = [], [], [], []
+    for name, a, al, cnt in zip(layer_names, acts, alphas, counts):
+        keep = select_maps(al, mu)                                         # (N, K)
+        passing.append(jnp.sum(keep, axis=-1))
+        if cnt < a.shape[-1]:
+            idx = lax.top_k(al, cnt)[1]
+            a = jnp.take_along_axis(a, idx[:, None, None, :], axis=-1)
+            keep = jnp.take_along_axis(keep, idx, axis=-1)
+        used.append(jnp.sum(keep, axis=-1))
+        scored.append(masks_scored(used[-1], cnt, batch_size))
+        vis.append(_visualize(score_fn, x, a, keep.astype(jnp.float32), batch_size,
+                              progress=progress, desc=f"sise {name}"))
+    vis = jnp.stack(vis, axis=1)                                           # (N, L, H, W)
+    heat = jax.vmap(lambda v: fuse(v, bins))(vis)
+    passing, used = (jnp.stack(v, axis=1).astype(jnp.int32) for v in (passing, used))
+    scored = jnp.stack(scored, axis=1)
     return Explanation(
         heatmap=heat, attribution=None,
         extras={"visualization_maps": vis, "layers": Layers(taps),
