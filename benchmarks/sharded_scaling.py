@@ -8,6 +8,7 @@ present are skipped). The one-device column is ``mesh=None``.
 
     python benchmarks/sharded_scaling.py [--model resnet18] [--size 112] [--batch 16]
         [--methods gradient,integrated_gradients,rise] [--devices 1,2,4,8] [--smoke]
+    python benchmarks/sharded_scaling.py --parity      # every method: sharded == one device?
 """
 
 from __future__ import annotations
@@ -46,6 +47,102 @@ for name, opts in cfg["methods"].items():
 print("RESULT" + json.dumps(out))
 """
 
+PARITY_WORKER = r"""
+import json, re, sys, time
+import jax, numpy as np
+import xaijax as xj
+from xaijax import sharding
+cfg = json.loads(sys.argv[1])
+m = xj.models.get("small_cnn", num_classes=6)
+rs = np.random.RandomState(0)
+mesh = sharding.resolve_mesh("auto")
+COLL = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
+out = {}
+for name, opts in cfg["methods"].items():
+    opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
+    if "key" in xj.methods.info(name).options:
+        opts["key"] = jax.random.PRNGKey(0)
+    row = {}
+    try:
+        f = xj.methods.bind(name, **{k: v for k, v in opts.items() if k != "key"})
+        kw = {"key": opts["key"]} if "key" in opts else {}
+        for label, n in (("batch", cfg["batch"]), ("inner", 2)):
+            x = rs.randn(n, 32, 32, 3).astype(np.float32)
+            a = f(m, x, "top1", **kw)
+            b = f(m, x, "top1", mesh=mesh, **kw)
+            ha, hb = np.asarray(a.heatmap, np.float64), np.asarray(b.heatmap, np.float64)
+            d = float(np.max(np.abs(ha - hb)))
+            row[label] = {"diff": d, "rel": d / max(float(np.max(np.abs(ha))), 1e-30)}
+            xx, t, top1, tr = f.prepare(m, x, "top1")
+            model = sharding.replicated_model(m, mesh)
+            inner = label == "inner"
+            if inner:
+                xx, t = sharding.replicate((xx, t), mesh)
+            else:
+                _, (xx, t) = sharding.shard_batch(mesh, xx, t)
+            hlo = f._jit_sharded_pytree.lower(model, xx, t, top1, sharding.replicate(tr, mesh),
+                                              mesh, inner).compile().as_text()
+            row[label]["collectives"] = sum(len(re.findall(rf"\b{c}(-start)?\(", hlo))
+                                            for c in COLL)
+    except Exception as e:
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+    out[name] = row
+print("RESULT" + json.dumps(out))
+"""
+
+# small settings for the parity table (small_cnn, 32 px); other methods run their defaults
+PARITY_OPTIONS = {
+    "integrated_gradients": {"steps": 8}, "smoothgrad": {"n_samples": 8},
+    "vargrad": {"n_samples": 8}, "gradient_shap": {"n_samples": 8},
+    "guided_ig": {"steps": 8}, "blur_ig": {"steps": 8}, "xrai": {"steps": 8},
+    "rise": {"num_masks": 32, "batch_size": 16}, "occlusion": {"window": 8, "strides": 8},
+    "lime": {"num_samples": 32, "num_segments": 16, "segmentation": "grid"},
+    "kernel_shap": {"num_samples": 32, "num_segments": 16, "segmentation": "grid"},
+    "shapley_sampling": {"num_samples": 2, "num_segments": 16, "segmentation": "grid"},
+    "feature_ablation": {"num_segments": 16, "segmentation": "grid"},
+    "scorecam": {"batch_size": 16}, "ablationcam": {"batch_size": 16},
+    "sise": {"batch_size": 16, "max_masks": 16},
+    "extremal_perturbation": {"max_iter": 8}, "meaningful_perturbation": {"iterations": 8},
+    "fgvis": {"iterations": 8, "lam": 1e-4}, "dssr": {"iterations": 8},
+}
+NO_PARITY = {"adversarial_explainer": "needs trained generators"}
+
+
+def parity(methods, batch: int) -> int:
+    """Print, per method, the largest difference of ``mesh="auto"`` on 8 forced devices from
+    one device (a batch of ``batch`` images split over the devices, and 2 images: inner mode)
+    and the collectives in each compiled program (HLO all-gather / all-reduce / all-to-all /
+    collective-permute / reduce-scatter ops)."""
+    import xaijax as xj
+
+    names = methods or [n for n in xj.methods.available() if n not in NO_PARITY]
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    cfg = dict(batch=batch, methods={n: PARITY_OPTIONS.get(n, {}) for n in names})
+    r = subprocess.run([sys.executable, "-c", PARITY_WORKER, json.dumps(cfg)],
+                       capture_output=True, text=True, env=env)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
+    if r.returncode or not line:
+        print(r.stderr[-2000:], file=sys.stderr)
+        return 1
+    rows = json.loads(line[0][len("RESULT"):])
+    print(f"small_cnn 32x32 on 8 forced CPU devices: batch {batch} (split, padded to a multiple "
+          f"of 8) and 2 images (inner mode) against one device")
+    print(f"{'method':34s}{'batch max|diff|':>16s}{'rel':>10s}{'colls':>7s}"
+          f"{'inner max|diff|':>16s}{'rel':>10s}{'colls':>7s}")
+    for name, row in rows.items():
+        if "error" in row:
+            print(f"{name:34s} error: {row['error']}")
+            continue
+        b, i = row["batch"], row["inner"]
+        print(f"{name:34s}{b['diff']:16.2e}{b['rel']:10.1e}{b['collectives']:7d}"
+              f"{i['diff']:16.2e}{i['rel']:10.1e}{i['collectives']:7d}")
+    for name, why in NO_PARITY.items():
+        print(f"{name:34s} not run: {why}")
+    return 0
+
+
 OPTIONS = {"gradient": {}, "integrated_gradients": {"steps": 16},
            "rise": {"num_masks": 128, "batch_size": 32}, "gradcam": {},
            "smoothgrad": {"n_samples": 8}, "occlusion": {"window": (16, 16), "strides": (16, 16)}}
@@ -59,9 +156,18 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="gradient,integrated_gradients,rise")
     p.add_argument("--devices", default="1,2,4,8")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--parity", action="store_true",
+                   help="instead of timing: every method's sharded result against one device "
+                        "on 8 forced devices (small_cnn, 32 px; --methods picks some), with the "
+                        "collectives of each compiled program")
+    p.add_argument("--parity-batch", type=int, default=5)
     p.add_argument("--smoke", action="store_true", help="small_cnn 32 px, batch 8, 1 and 2 "
-                   "devices, gradient only, one repeat")
+                   "devices, gradient only, one repeat; then the parity table of gradient and "
+                   "rise")
     a = p.parse_args(argv)
+    if a.parity and not a.smoke:
+        chosen = a.methods.split(",") if "--methods" in (argv or sys.argv) else None
+        return parity(chosen, a.parity_batch)
     if a.smoke:
         a.model, a.size, a.batch, a.methods, a.devices, a.repeats = (
             "small_cnn", 32, 8, "gradient", "1,2", 1)
@@ -96,6 +202,8 @@ def main(argv=None) -> int:
         cells = "".join(f"{v:14.1f}" if v else f"{'-':>14s}" for v in vals)
         sp = vals[-1] / vals[0] if vals[0] and vals[-1] else float("nan")
         print(f"{m:22s}{cells}{sp:10.2f}{comp:11.1f}")
+    if a.smoke:
+        return parity(["gradient", "rise"], a.parity_batch)
     return 0
 
 

@@ -229,7 +229,9 @@ def methods() -> List[Method]:
         M("center", "single", lambda c: {}, lambda c: (0, 0)),
         M("lrp", "single", lambda c: {"composite": "epsilon_plus"}, one,
           {"zennit": zennit_lrp}, models=("resnet50",), settings="epsilon_plus"),
-        M("deeplift", "single", lambda c: {"maxpool": "gradient"}, lambda c: (1, 1),
+        # DeepLIFT runs the input and the reference as one batch, forward and backward (the
+        # rules pair each activation with the reference's), as Captum does: 2 passes per image
+        M("deeplift", "single", lambda c: {"maxpool": "gradient"}, lambda c: (2, 0),
           {"captum": captum("DeepLift", grad=False, baselines=0.0)},
           settings="rescale, zero baseline"),
         M("excitation_backprop", "single", lambda c: {"variant": "torchray"}, lambda c: (1, 0),
@@ -282,7 +284,7 @@ def methods() -> List[Method]:
         M("deeplift_shap", "multi", lambda c: {"baselines": np.zeros((4, c.size, c.size, 3),
                                                                      np.float32),
                                                "maxpool": "gradient"},
-          lambda c: (4, 4),
+          lambda c: (8, 0),
           {"captum": captum("DeepLiftShap", grad=False, baselines=lambda c: c.xt[:1].repeat(
               4, 1, 1, 1) * 0)}, settings="4 baselines"),
         M("occlusion", "multi",
@@ -432,6 +434,28 @@ def floors(model, x, target, repeats):
     return tuple(out)
 
 
+def torch_floors(tm, xt, target, repeats):
+    """The peer side's floor: seconds per image of one torch forward+backward pass (gradient of
+    the target logits with respect to the input, the weights frozen) and of one forward pass."""
+    import torch
+
+    idx = torch.arange(len(target)), torch.tensor(target)
+
+    def fb():
+        x = xt.clone().requires_grad_()
+        tm(x)[idx].sum().backward()
+
+    def fw():
+        with torch.no_grad():
+            tm(xt)
+
+    out = []
+    for fn in (fb, fw):
+        fn()
+        out.append(best_time(fn, repeats) / len(target))
+    return tuple(out)
+
+
 def goal(method: Method, ratio: Optional[float], cost: Optional[float], peer: str):
     """(goal text, met?) for a row; ``None`` met when there is nothing to compare."""
     if method.kind == "iterative":
@@ -567,11 +591,14 @@ def main(argv=None):
             c = Ctx(model_name, tm, model, jax.device_put(x), xt, target, args.size,
                     args.scale, MODELS[model_name])
             fb, fw = floors(model, c.x, target, args.repeats)
+            tfb, tfw = torch_floors(tm, xt, target, args.repeats)
             print(f"\n{model_name}, batch {batch}: floor forward+backward {fb * 1e3:.1f} ms/image"
-                  f", forward {fw * 1e3:.1f} ms/image ({1 / fb:.2f} / {1 / fw:.2f} img/s)")
+                  f", forward {fw * 1e3:.1f} ms/image ({1 / fb:.2f} / {1 / fw:.2f} img/s); torch "
+                  f"{tfb * 1e3:.1f} / {tfw * 1e3:.1f} ms/image")
             print(f"{'method':<32}{'B':>4}{'xaijax':>10}{'compile':>9}{'best peer':>18}"
                   f"{'peer':>10}{'ratio':>7}{'passes':>10}{'cost':>6}  goal")
-            rows.append({"model": model_name, "batch": batch, "floor_fb": fb, "floor_f": fw})
+            rows.append({"model": model_name, "batch": batch, "floor_fb": fb, "floor_f": fw,
+                         "torch_fb": tfb, "torch_f": tfw})
             for name in names:
                 m = table[name]
                 if model_name not in m.models:
@@ -585,7 +612,8 @@ def main(argv=None):
     if args.markdown:
         floor_lines = "\n".join(
             f"- {r['model']} batch {r['batch']}: floor forward+backward {r['floor_fb'] * 1e3:.1f}"
-            f" ms/image, forward {r['floor_f'] * 1e3:.1f} ms/image"
+            f" ms/image, forward {r['floor_f'] * 1e3:.1f} ms/image (torch: "
+            f"{r['torch_fb'] * 1e3:.1f} / {r['torch_f'] * 1e3:.1f} ms/image)"
             for r in rows if "floor_fb" in r)
         with open(args.markdown, "w") as fh:
             fh.write(markdown(cells, header + "\n\n" + floor_lines))

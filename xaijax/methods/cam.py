@@ -152,10 +152,13 @@ def _check_batch_size(batch_size: Any, method: str) -> int:
                               "channels per chunk of extra forward passes")
 
 
-def _channel_chunks(k: int, batch_size: int) -> Tuple[int, int]:
-    """``(chunks, padded)``: the number of chunks of ``batch_size`` channels covering ``k``."""
+def _channel_chunks(k: int, batch_size: int) -> Tuple[int, int, int]:
+    """``(chunks, size, padded)``: the fewest chunks of at most ``batch_size`` channels covering
+    ``k``, all of one size, as even as possible (``k = 32`` at ``batch_size = 64``: one chunk of
+    32, not 64 with 32 wasted passes; ``k = 100``: two of 50, not 64 + 36 padding)."""
     chunks = -(-k // batch_size)
-    return chunks, chunks * batch_size
+    size = -(-k // chunks)
+    return chunks, size, chunks * size
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,7 +439,7 @@ def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None
     _, acts = _activations(model, x, t, "scorecam")
     n, h, w, k = acts.shape
     big_h, big_w = x.shape[1:3]
-    chunks, padded = _channel_chunks(k, bs)
+    chunks, bs, padded = _channel_chunks(k, bs)
     apply = model.apply_fn
 
     maps = jnp.moveaxis(acts, -1, 0)  # (K, N, h, w)
@@ -515,7 +518,7 @@ def ablationcam(model: Model, x: Array, target: Array, *, tap: Optional[str] = N
     t = _resolve_tap(model, tap, "ablationcam")
     logits, acts = _activations(model, x, t, "ablationcam")
     k = acts.shape[-1]
-    chunks, padded = _channel_chunks(k, bs)
+    chunks, bs, padded = _channel_chunks(k, bs)
     # padded indices >= k ablate nothing; their scores are dropped
     order = jnp.arange(padded, dtype=jnp.int32).reshape(chunks, bs)
 

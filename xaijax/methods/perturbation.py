@@ -35,9 +35,11 @@ def _chunked(fn: Callable[[Array], Any], n: int, batch_size: int, progress: bool
              desc: str = "") -> Any:
     """Apply ``fn`` to index chunks ``(B,)`` covering ``0..n−1`` with ``lax.map`` and concatenate
     the results along axis 0, trimmed to ``n`` (the last chunk is padded with index ``n−1``);
-    with ``progress`` (static) each chunk ticks the bar ``desc`` (:func:`tick`)."""
-    b = min(int(batch_size), n)
-    chunks = math.ceil(n / b)
+    with ``progress`` (static) each chunk ticks the bar ``desc`` (:func:`tick`). The chunks are
+    the fewest of at most ``batch_size`` items, all of one size, as even as possible (100 items
+    at ``batch_size`` 64: two chunks of 50, not 64 + 36 padded passes)."""
+    chunks = math.ceil(n / min(int(batch_size), n))
+    b = math.ceil(n / chunks)
     idx = jnp.minimum(jnp.arange(chunks * b), n - 1).reshape(chunks, b)
 
     def chunk(i):
@@ -512,10 +514,8 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
     base = jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
     onehot = jax.nn.one_hot(segs, k, dtype=jnp.float32)              # (N, H, W, K)
-    b = min(int(batch_size), s_count)
 
     def chunk(idx):  # (B,) sample indices -> (B, N) scores, <x', x>, |x'|
-        tick(idx[0] // b, -(-s_count // b), "lime samples", progress)
         xp = jax.vmap(coalition_images, out_axes=1)(x, base, onehot, zs[:, idx])
         dot = jnp.sum(xp * x[None], axis=(2, 3, 4))
         pn = jnp.sqrt(jnp.sum(xp * xp, axis=(2, 3, 4)))
@@ -523,7 +523,8 @@ def lime(model: Any, x: Array, target: Array, *, num_samples: int = 1000,
         t = merge_inner(jnp.broadcast_to(target, (idx.shape[0], n)))
         return split_inner(class_scores(f(merge_inner(xp)), t, score), idx.shape[0]), dot, pn
 
-    ys, dots, pns = (jnp.moveaxis(a, 1, 0) for a in _chunked(chunk, s_count, batch_size))
+    ys, dots, pns = (jnp.moveaxis(a, 1, 0) for a in _chunked(chunk, s_count, batch_size,
+                                                                  progress, "lime samples"))
 
     def one(xi, seg, z, y, dot, pn):
         xnorm = jnp.sqrt(jnp.sum(xi * xi))
