@@ -187,6 +187,13 @@ def _torch_mask(c: Ctx, cells: int):
     return torch.tensor(_grid_mask(c, cells))[None, None].repeat(c.batch, 3, 1, 1)
 
 
+def _inner(c: Ctx, n: int) -> int:
+    """Path points / noisy copies per model call on both sides: all ``n`` while a call stays at
+    64 images at most (xaijax's SmoothGrad default; 8 copies of 32 images at once, 256
+    backward passes at 224 px, exhausted 24 GB)."""
+    return max(1, min(n, 64 // c.batch))
+
+
 def _tap(c: Ctx):
     return c.spec["tap"][1]
 
@@ -261,12 +268,12 @@ def methods() -> List[Method]:
           {"captum": captum("GuidedGradCam", layer=_tap)}),
         # ---- multi-pass --------------------------------------------------------------------
         M("integrated_gradients", "multi",
-          lambda c: {"steps": c.n(steps), "internal_batch_size": c.n(steps)},
+          lambda c: {"steps": c.n(steps), "internal_batch_size": _inner(c, c.n(steps))},
           lambda c: (c.n(steps), 0),
           {"captum": captum("IntegratedGradients", grad=False, n_steps=lambda c: c.n(steps),
                             method="riemann_trapezoid",
-                            internal_batch_size=lambda c: c.n(steps) * c.batch)},
-          settings=f"{steps} steps (trapezoid), all in one batch"),
+                            internal_batch_size=lambda c: _inner(c, c.n(steps)) * c.batch)},
+          settings=f"{steps} steps (trapezoid), at most 64 images per model call"),
         M("smoothgrad", "multi", lambda c: {"n_samples": c.n(samples), "sigma": 0.15},
           lambda c: (c.n(samples), 0),
           {"captum": _noise_tunnel("smoothgrad", samples)},
@@ -373,7 +380,8 @@ def _noise_tunnel(kind, samples):
         sd = 0.15 * float(x.max() - x.min())
         return _quiet(lambda: nt.attribute(x.clone().requires_grad_(), nt_type=kind,
                                            nt_samples=c.n(samples), stdevs=sd, target=tt,
-                                           abs=False, nt_samples_batch_size=c.n(samples)))
+                                           abs=False,
+                                           nt_samples_batch_size=_inner(c, c.n(samples))))
     return make
 
 
@@ -526,23 +534,45 @@ def print_row(r):
 
 
 def markdown(rows, header) -> str:
-    lines = [header, "",
-             "| model | method | kind | batch | xaijax img/s | compile s | best peer | peer img/s "
-             "| ratio | passes (fb+f) | cost vs passes×floor | goal |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "skipped" in r:
-            lines.append(f"| {r['model']} | {r['method']} | {r['kind']} | {r['batch']} | "
-                         f"skipped ({r['skipped']}) |  |  |  |  | {r['passes_fb']}+"
-                         f"{r['passes_f']} |  |  |")
-            continue
-        met = {True: "met", False: "**missed**", None: ""}[r["met"]]
-        lines.append(f"| {r['model']} | {r['method']} | {r['kind']} | {r['batch']} | "
-                     f"{fmt(r['xaijax'])} | {fmt(r['compile_s'], '.1f')} | "
-                     f"{r.get('best_peer', '—')} | {fmt(r.get('peer'))} | {fmt(r.get('ratio'))} "
-                     f"| {r['passes_fb']}+{r['passes_f']} | {fmt(r.get('cost'))} | "
-                     f"{r['goal']} {met} |")
-    return "\n".join(lines) + "\n"
+    """The rows as Markdown: per model, the floors, then one line per method with, for each
+    batch size, ``xaijax img/s · ratio to the best peer · cost`` and the goal's verdict."""
+    out = [header, ""]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        floors_ = [r for r in rows if r["model"] == model and "floor_fb" in r]
+        cells = [r for r in rows if r["model"] == model and "method" in r]
+        batches = sorted({r["batch"] for r in cells})
+        out += [f"### {model}", "", "| batch | xaijax forward+backward | xaijax forward | torch "
+                "forward+backward | torch forward |", "|---|---|---|---|---|"]
+        out += [f"| {r['batch']} | {r['floor_fb'] * 1e3:.1f} ms/image | {r['floor_f'] * 1e3:.1f}"
+                f" ms/image | {r['torch_fb'] * 1e3:.1f} ms/image | {r['torch_f'] * 1e3:.1f} "
+                f"ms/image |" for r in floors_ if "torch_fb" in r]
+        out += ["", "Each batch column: xaijax img/s · ratio to the best peer · cost against "
+                "passes × floor (verdict of the goal).", "",
+                "| method | kind | passes (b+f) | best peer | goal | "
+                + " | ".join(f"batch {b}" for b in batches) + " | compile s |",
+                "|---|---|---|---|---|" + "---|" * len(batches) + "---|"]
+        for name in dict.fromkeys(r["method"] for r in cells):
+            mine = {r["batch"]: r for r in cells if r["method"] == name}
+            first = next(iter(mine.values()))
+            ran = [r for r in mine.values() if "skipped" not in r]
+            peer = next((r["best_peer"] for r in ran if r.get("best_peer")), "—")
+            goal_ = next((r["goal"] for r in ran), "")
+            row = [name, first["kind"], f"{first['passes_fb']}+{first['passes_f']}", peer,
+                   goal_ if goal_ != "-" else ""]
+            for b in batches:
+                r = mine.get(b)
+                if r is None:
+                    row.append("")
+                elif "skipped" in r:
+                    row.append("not run")
+                else:
+                    verdict = {True: "met", False: "**missed**", None: ""}[r["met"]]
+                    row.append(f"{fmt(r['xaijax'])} · {fmt(r.get('ratio'))} · "
+                               f"{fmt(r.get('cost'))} {verdict}".strip())
+            row.append("/".join(fmt(r["compile_s"], ".1f") for r in ran))
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def main(argv=None):
@@ -559,7 +589,23 @@ def main(argv=None):
                    help="skip a cell whose estimated seconds exceed this (0: run all)")
     p.add_argument("--markdown", help="also write the table as Markdown to this file")
     p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument("--from-json", nargs="+", metavar="FILE",
+                   help="run nothing: merge these --json files into the --markdown table")
     args = parse_args(p, argv, SMOKE)
+    if args.from_json:
+        rows, headers = [], []
+        for f in args.from_json:
+            with open(f) as fh:
+                data = json.load(fh)
+            rows += data["rows"]
+            headers.append(data["header"])
+        text = markdown(rows, "\n\n".join(dict.fromkeys(headers)))
+        if args.markdown:
+            with open(args.markdown, "w") as fh:
+                fh.write(text)
+        else:
+            print(text)
+        return
 
     import torch
     from pytorch_grad_cam import ScoreCAM  # noqa: F401  (fail early when a peer is missing)
@@ -590,8 +636,9 @@ def main(argv=None):
                 target = [int(t) for t in tm(xt).argmax(1)]
             c = Ctx(model_name, tm, model, jax.device_put(x), xt, target, args.size,
                     args.scale, MODELS[model_name])
-            fb, fw = floors(model, c.x, target, args.repeats)
-            tfb, tfw = torch_floors(tm, xt, target, args.repeats)
+            # the floors are cheap and the cost column divides by them: best of at least 5
+            fb, fw = floors(model, c.x, target, max(5, args.repeats))
+            tfb, tfw = torch_floors(tm, xt, target, max(5, args.repeats))
             print(f"\n{model_name}, batch {batch}: floor forward+backward {fb * 1e3:.1f} ms/image"
                   f", forward {fw * 1e3:.1f} ms/image ({1 / fb:.2f} / {1 / fw:.2f} img/s); torch "
                   f"{tfb * 1e3:.1f} / {tfw * 1e3:.1f} ms/image")
@@ -610,16 +657,11 @@ def main(argv=None):
         print(f"not benchmarked: {name}: {why}")
     cells = [r for r in rows if "method" in r]
     if args.markdown:
-        floor_lines = "\n".join(
-            f"- {r['model']} batch {r['batch']}: floor forward+backward {r['floor_fb'] * 1e3:.1f}"
-            f" ms/image, forward {r['floor_f'] * 1e3:.1f} ms/image (torch: "
-            f"{r['torch_fb'] * 1e3:.1f} / {r['torch_f'] * 1e3:.1f} ms/image)"
-            for r in rows if "floor_fb" in r)
         with open(args.markdown, "w") as fh:
-            fh.write(markdown(cells, header + "\n\n" + floor_lines))
+            fh.write(markdown(rows, header))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            json.dump({"header": header, "rows": rows}, fh, indent=1)
     ran = [r for r in cells if "skipped" not in r]
     missed = [f"{r['model']}/{r['method']}/B{r['batch']}" for r in ran if r["met"] is False]
     print(f"\n{len(ran)} cells run, {len(cells) - len(ran)} skipped; goals missed: "
