@@ -16,7 +16,6 @@ the best of ``--repeats`` runs, in images per second.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import xaijax as xj  # noqa: E402
-from benchmarks.common import best_time, parse_args, torch_pair  # noqa: E402
+from benchmarks.common import best_time, captum_ready, parse_args, torch_pair  # noqa: E402
 
 # AlexNet compiles in about half the time of ResNet-18 (8 methods, 2 CPU cores)
 SMOKE = {"model": "alexnet", "size": 64, "batch": 1, "repeats": 1, "steps": 2, "samples": 2}
@@ -38,14 +37,7 @@ def captum_pair(name):
     BatchNorm statistics), with a torch copy whose ReLUs are not in-place (Captum's ReLU hooks
     refuse in-place ReLUs). Captum differentiates with respect to the input only; with frozen
     parameters pytorch-grad-cam's FullGrad backward computes no weight gradients either."""
-    import torch
-
-    tm, model = torch_pair(name)
-    tm = copy.deepcopy(tm)  # the shared pair must not be modified
-    for mod in tm.modules():
-        if isinstance(mod, torch.nn.ReLU):
-            mod.inplace = False
-    return tm, jax.device_put(model)  # numpy leaves would be copied in again on every call
+    return captum_ready(*torch_pair(name))
 
 
 def main(argv=None):

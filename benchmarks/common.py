@@ -38,3 +38,19 @@ def parse_args(parser: argparse.ArgumentParser, argv=None, smoke: dict | None = 
     if parser.parse_known_args(argv)[0].smoke:
         parser.set_defaults(**(smoke or {}))
     return parser.parse_args(argv)
+
+
+def captum_ready(tm, model):
+    """``(torch copy whose ReLUs are not in-place, xaijax model on the device)`` from a shared
+    parity pair: Captum's ReLU hooks refuse in-place ReLUs, the shared pair must not be
+    modified, and numpy leaves would be copied to the device again on every call."""
+    import copy
+
+    import jax
+    import torch
+
+    tm = copy.deepcopy(tm)
+    for mod in tm.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+    return tm, jax.device_put(model)

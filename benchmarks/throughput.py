@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import json
 import os
@@ -51,7 +50,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import xaijax as xj  # noqa: E402
-from benchmarks.common import best_time, parse_args  # noqa: E402
+from benchmarks.common import best_time, captum_ready, parse_args  # noqa: E402
 
 SMOKE = {"models": ["efficientnet_lite0"], "size": 32, "batches": [1], "repeats": 1,
          "methods": ["gradient", "gradcam", "integrated_gradients", "occlusion",
@@ -395,19 +394,11 @@ def load_pair(name: str):
     """(torch model, xaijax model) on the same weights: the parity tests' pairs (EfficientNet-
     Lite0: the shipped ImageNet weights, its ReLU6 split so hooks can address the head; others:
     random weights). The torch copy's ReLUs are not in-place (Captum's hooks refuse them)."""
-    import torch
-
     from tests.helpers import efficientnet_pair, torch_pair
 
     if name == "efficientnet_lite0":
-        tm, model = efficientnet_pair(split_relu6=True)
-    else:
-        tm, model = torch_pair(name)
-    tm = copy.deepcopy(tm)  # the shared pair must not be modified
-    for mod in tm.modules():
-        if isinstance(mod, torch.nn.ReLU):
-            mod.inplace = False
-    return tm, jax.device_put(model)  # numpy leaves would be copied in again on every call
+        return captum_ready(*efficientnet_pair(split_relu6=True))
+    return captum_ready(*torch_pair(name))
 
 
 def images(batch: int, size: int, seed: int = 0) -> np.ndarray:
