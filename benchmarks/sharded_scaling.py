@@ -73,15 +73,7 @@ for name, opts in cfg["methods"].items():
             ha, hb = np.asarray(a.heatmap, np.float64), np.asarray(b.heatmap, np.float64)
             d = float(np.max(np.abs(ha - hb)))
             row[label] = {"diff": d, "rel": d / max(float(np.max(np.abs(ha))), 1e-30)}
-            xx, t, top1, tr = f.prepare(m, x, "top1")
-            model = sharding.replicated_model(m, mesh)
-            inner = label == "inner"
-            if inner:
-                xx, t = sharding.replicate((xx, t), mesh)
-            else:
-                _, (xx, t) = sharding.shard_batch(mesh, xx, t)
-            hlo = f._jit_sharded_pytree.lower(model, xx, t, top1, sharding.replicate(tr, mesh),
-                                              mesh, inner).compile().as_text()
+            hlo = f.compiled_text(m, x, "top1", mesh=mesh, **kw)
             row[label]["collectives"] = sum(len(re.findall(rf"\b{c}(-start)?\(", hlo))
                                             for c in COLL)
     except Exception as e:

@@ -190,7 +190,9 @@ def _inner(c: Ctx, n: int) -> int:
     """Path points / noisy copies per model call on both sides: all ``n`` while a call stays at
     64 images at most (xaijax's SmoothGrad default; 8 copies of 32 images at once, 256
     backward passes at 224 px, exhausted 24 GB)."""
-    return max(1, min(n, 64 // c.batch))
+    from xaijax.methods.gradient import NOISE_CALL_IMAGES
+
+    return max(1, min(n, NOISE_CALL_IMAGES // c.batch))
 
 
 def _tap(c: Ctx):

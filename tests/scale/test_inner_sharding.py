@@ -10,12 +10,11 @@ device would convolve all ``2·K``); with 8 images (the batch split) a device co
 image's ``K`` items."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests.scale import run_on_devices
 
 K = 16  # items per chunk in every case below
 CASES = {
@@ -45,15 +44,8 @@ SCRIPT = textwrap.dedent(r"""
     x8 = rs.randn(8, 32, 32, 3).astype(np.float32)
     mesh = sharding.resolve_mesh("auto")
 
-    def conv_batches(f, x, inner):
-        xx, t, top1, tr = f.prepare(m, x, "top1")
-        model = sharding.replicated_model(m, mesh)
-        if inner:
-            xx, t = sharding.replicate((xx, t), mesh)
-        else:
-            _, (xx, t) = sharding.shard_batch(mesh, xx, t)
-        hlo = f._jit_sharded_pytree.lower(model, xx, t, top1, sharding.replicate(tr, mesh),
-                                          mesh, inner).compile().as_text()
+    def conv_batches(f, x):  # inner mode for 2 images, the batch split for 8
+        hlo = f.compiled_text(m, x, "top1", mesh=mesh)
         return sorted({int(c) for c in re.findall(
             r"f32\[(\d+),\d+,\d+,\d+\]\{[^}]*\} convolution", hlo)})
 
@@ -69,8 +61,8 @@ SCRIPT = textwrap.dedent(r"""
             "rel": max(float(np.max(np.abs(u - v)) / max(np.max(np.abs(u)), 1e-30))
                        for u, v in zip(leaves(a), leaves(b))),
             "leaves": len(leaves(a)),
-            "inner": conv_batches(f, x2, True),
-            "batch": conv_batches(f, x8, False),
+            "inner": conv_batches(f, x2),
+            "batch": conv_batches(f, x8),
         }
     print("RESULT" + json.dumps(out))
 """)
@@ -78,14 +70,7 @@ SCRIPT = textwrap.dedent(r"""
 
 @pytest.fixture(scope="module")
 def result():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], capture_output=True,
-                       text=True, env=env, timeout=600)
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
-    assert r.returncode == 0 and line, r.stderr[-3000:]
-    return json.loads(line[0][len("RESULT"):])
+    return run_on_devices(SCRIPT, json.dumps(CASES))
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -3,19 +3,16 @@
 The device count is fixed when JAX starts, so the checks run in one subprocess started with
 ``--xla_force_host_platform_device_count=8``; it prints one JSON line that the tests read."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests.scale import run_on_devices
 
 SCRIPT = textwrap.dedent(r"""
     import json
     import jax, jax.numpy as jnp, numpy as np
     import xaijax as xj
-    from xaijax import sharding
 
     assert jax.device_count() == 8, jax.devices()
     compiles = []
@@ -61,10 +58,7 @@ SCRIPT = textwrap.dedent(r"""
     a = ig(m, x2, [1, 2])
     b = ig(m, x2, [1, 2], mesh="auto")
     out["inner_diff"] = float(np.max(np.abs(np.asarray(a.heatmap) - np.asarray(b.heatmap))))
-    mesh = sharding.resolve_mesh("auto")
-    xx, t, top1, tr = ig.prepare(m, x2, [1, 2])
-    args = sharding.replicate((sharding.replicated_model(m, mesh), xx, t), mesh)
-    hlo = ig._jit_sharded_pytree.lower(*args, top1, tr, mesh, True).compile().as_text()
+    hlo = ig.compiled_text(m, x2, [1, 2], mesh="auto")
     # the convolutions' batch per device: 2 images x 8 path points / 8 devices
     out["inner_conv_batch"] = sorted({int(c) for c in re.findall(
         r"f32\[(\d+),\d+,\d+,\d+\]\{[^}]*\} convolution", hlo)})
@@ -78,14 +72,7 @@ SCRIPT = textwrap.dedent(r"""
 
 @pytest.fixture(scope="module")
 def result():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env,
-                       timeout=600)
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
-    assert r.returncode == 0 and line, r.stderr[-3000:]
-    return json.loads(line[0][len("RESULT"):])
+    return run_on_devices(SCRIPT)
 
 
 @pytest.mark.parametrize("name", ["gradient", "integrated_gradients"])

@@ -544,11 +544,25 @@ class BoundMethod:
         local devices) the batch is sharded over the mesh's data axis and the model
         replicated (see :mod:`xaijax.sharding`); the result is the one-device result. With
         ``dtype="bfloat16"`` it computes in bfloat16 (see :func:`explain`)."""
+        jitted, args, unpad = self._program(model, x, target, mesh, dtype, options)
+        return unpad(jitted(*args))
+
+    def compiled_text(self, model: Any, x: Array, target: Target = "top1", *,
+                      mesh: Any = None, dtype: Optional[str] = None, **options) -> str:
+        """The optimised HLO text of the program a call with these arguments runs (sharded
+        with ``mesh``: the images split over the data axis, or, with fewer images than
+        devices, the inner batch), for inspecting its partitioning and collectives."""
+        jitted, args, _ = self._program(model, x, target, mesh, dtype, options)
+        return jitted.lower(*args).compile().as_text()
+
+    def _program(self, model, x, target, mesh, dtype, options):
+        """``(jitted function, its arguments, cut)``: what a call runs, on checked inputs;
+        ``cut`` trims a padded sharded batch back to the caller's."""
         dtype = check_dtype(dtype, self.name, model)
         x, t, top1, traced = self.prepare(model, x, target, **options)
-        jitted = self._jit_pytree if isinstance(model, Model) else self._jit_callable
         if mesh is None:
-            return jitted(model, x, t, top1, traced, dtype)
+            jitted = self._jit_pytree if isinstance(model, Model) else self._jit_callable
+            return jitted, (model, x, t, top1, traced, dtype), lambda out: out
         from xaijax import sharding
 
         m = sharding.resolve_mesh(mesh)
@@ -557,10 +571,11 @@ class BoundMethod:
         rep_model, rep_traced = sharding.replicated_model(model, m), sharding.replicate(traced, m)
         if x.shape[0] < sharding.data_size(m):  # fewer images than devices: split inner axes
             xs, ts = sharding.replicate((x, t), m)
-            return jitted(rep_model, xs, ts, top1, rep_traced, m, True, dtype)
+            return (jitted, (rep_model, xs, ts, top1, rep_traced, m, True, dtype),
+                    lambda out: out)
         n, (xs, ts) = sharding.shard_batch(m, x, t)
-        out = jitted(rep_model, xs, ts, top1, rep_traced, m, False, dtype)
-        return sharding.unpad(out, n, xs.shape[0])
+        return (jitted, (rep_model, xs, ts, top1, rep_traced, m, False, dtype),
+                lambda out: sharding.unpad(out, n, xs.shape[0]))
 
 
 _BOUND: Dict[Tuple[str, Tuple[Tuple[str, Any], ...]], BoundMethod] = {}
