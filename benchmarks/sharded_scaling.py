@@ -57,6 +57,9 @@ m = xj.models.get("small_cnn", num_classes=6)
 rs = np.random.RandomState(0)
 mesh = sharding.resolve_mesh("auto")
 COLL = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
+def conv_size(hlo):
+    shapes = re.findall(r"= [a-z0-9]+\[([\d,]+)\][^ ]* convolution\(", hlo)
+    return sum(int(np.prod([int(d) for d in s.split(",")])) for s in shapes)
 out = {}
 for name, opts in cfg["methods"].items():
     opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
@@ -76,6 +79,9 @@ for name, opts in cfg["methods"].items():
             hlo = f.compiled_text(m, x, "top1", mesh=mesh, **kw)
             row[label]["collectives"] = sum(len(re.findall(rf"\b{c}(-start)?\(", hlo))
                                             for c in COLL)
+            # convolution output elements per device against one device's program
+            one = conv_size(f.compiled_text(m, x, "top1", **kw))
+            row[label]["share"] = conv_size(hlo) / one if one else float("nan")
     except Exception as e:
         row["error"] = f"{type(e).__name__}: {e}"[:300]
     out[name] = row
@@ -121,15 +127,19 @@ def parity(methods, batch: int) -> int:
     rows = json.loads(line[0][len("RESULT"):])
     print(f"small_cnn 32x32 on 8 forced CPU devices: batch {batch} (split, padded to a multiple "
           f"of 8) and 2 images (inner mode) against one device")
-    print(f"{'method':34s}{'batch max|diff|':>16s}{'rel':>10s}{'colls':>7s}"
-          f"{'inner max|diff|':>16s}{'rel':>10s}{'colls':>7s}")
+    print(f"share: convolution output elements per device over those of the one-device "
+          f"program; an even split is {-(-batch // 8)}/{batch} = {-(-batch // 8) / batch:.2f} "
+          f"in batch mode, about 1/8 in inner mode; 1.0 means every device does all the work")
+    print(f"{'method':34s}{'batch max|diff|':>16s}{'rel':>10s}{'colls':>7s}{'share':>7s}"
+          f"{'inner max|diff|':>16s}{'rel':>10s}{'colls':>7s}{'share':>7s}")
     for name, row in rows.items():
         if "error" in row:
             print(f"{name:34s} error: {row['error']}")
             continue
         b, i = row["batch"], row["inner"]
         print(f"{name:34s}{b['diff']:16.2e}{b['rel']:10.1e}{b['collectives']:7d}"
-              f"{i['diff']:16.2e}{i['rel']:10.1e}{i['collectives']:7d}")
+              f"{b['share']:7.2f}{i['diff']:16.2e}{i['rel']:10.1e}{i['collectives']:7d}"
+              f"{i['share']:7.2f}")
     for name, why in NO_PARITY.items():
         print(f"{name:34s} not run: {why}")
     return 0

@@ -160,12 +160,12 @@ def shard_inner(tree: Any) -> Any:
     program is traced in inner mode (:func:`inner_axis`), else return ``tree`` unchanged.
 
     Multi-pass methods call it on their inner batch so that a batch of fewer images than
-    devices still uses every device: :func:`xaijax.methods.gradient.chunked_sum` (IG,
-    SmoothGrad, VarGrad, Guided/Blur IG, GradientSHAP, DeepLIFT-SHAP) on its chunk of path
-    points or samples; through :func:`merge_inner`, RISE (masks), occlusion (windows), LIME,
-    Kernel SHAP, Shapley value sampling and feature ablation (coalitions), Score-CAM (channels)
-    and SISE (selected feature maps) on each chunk's masked images; Ablation-CAM on its chunk
-    of ablated activations. The split axis must be the outermost one of the model's batch: an
+    devices still uses every device. Through :func:`merge_inner`: IG, Blur IG, XRAI's IG,
+    SmoothGrad, VarGrad, GradientSHAP and DeepLIFT-SHAP on each chunk of path points, noisy
+    copies or references (:func:`xaijax.methods.gradient.per_item`); RISE (masks), occlusion
+    (windows), LIME, Kernel SHAP, Shapley value sampling and feature ablation (coalitions),
+    Score-CAM (channels) and SISE (selected feature maps) on each chunk's masked images.
+    Directly: Ablation-CAM on its chunk of ablated activations. The split axis must be the outermost one of the model's batch: an
     inner axis nested inside the image axis (a ``vmap`` over images around the chunk loop)
     cannot be split without all-gathers.
     """

@@ -25,7 +25,7 @@ import numpy as np
 from xaijax.methods.base import (Explanation, check_choice, check_positive_int, input_gradient,
                                  logits_fn, register, target_scores)
 from xaijax.methods.gradient import (IG_BASELINES, IG_METHODS, chunked_sum, gaussian_blur,
-                                     heatmap_sum, make_baseline, path_points)
+                                     heatmap_sum, make_baseline, path_points, per_item)
 from xaijax.models.base import Model
 
 Array = jax.Array
@@ -328,12 +328,13 @@ def blur_ig(model: Any, x: Array, target: Array, *, max_sigma: float = 50.0, ste
     rows = jnp.asarray(np.concatenate([lo, hi, dsig], axis=1), x.dtype)  # (steps, 7)
     h = jnp.asarray(grad_step, x.dtype)
 
-    def point(row):
-        xs = _blur(x, row[0:3])
-        dl = (_blur(x, row[3:6]) - xs) / h
-        return row[6] * dl * input_gradient(f, xs, target)
+    def points(r):  # (K, 7) kernel rows -> (K, N, H, W, C) path terms
+        xs = jax.vmap(lambda row: _blur(x, row[0:3]))(r)
+        dl = (jax.vmap(lambda row: _blur(x, row[3:6]))(r) - xs) / h
+        g = per_item(lambda z, t: input_gradient(f, z, t), xs, target)
+        return r[:, 6, None, None, None, None] * dl * g
 
-    attr = -chunked_sum(point, rows, internal_batch_size)
+    attr = -chunked_sum(points, rows, internal_batch_size)
     b = _blur(x, jnp.asarray(_kernel_rows(sig[-1:])[0], x.dtype))
     delta = jnp.sum(attr, axis=(1, 2, 3)) - (target_scores(f(x), target)
                                              - target_scores(f(b), target))
@@ -835,8 +836,12 @@ def xrai(model: Any, x: Array, target: Array, *, steps: int = 100, area_threshol
 
         def ig(b):
             diff = x - b
-            avg = chunked_sum(lambda aw: aw[1] * input_gradient(f, b + aw[0] * diff, target),
-                              pts, internal_batch_size)
+
+            def points(aw):  # (K, 2) nodes and weights -> (K, N, ...) weighted gradients
+                a, w = aw[:, 0, None, None, None, None], aw[:, 1, None, None, None, None]
+                return w * per_item(lambda z, t: input_gradient(f, z, t), b + a * diff, target)
+
+            avg = chunked_sum(points, pts, internal_batch_size)
             return diff * avg
 
         a = jnp.mean(jax.lax.map(ig, bl), axis=0)

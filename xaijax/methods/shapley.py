@@ -34,7 +34,7 @@ from xaijax.methods import perturbation as P
 from xaijax.methods.base import (SCORES, Explanation, check_choice, check_positive_int,
                                  class_scores, draw_dtype, info, input_gradient, logits_fn,
                                  register, require_model, target_scores)
-from xaijax.methods.gradient import chunked_sum, heatmap_sum
+from xaijax.methods.gradient import chunked_sum, heatmap_sum, per_item
 from xaijax.methods.masks import split_key
 from xaijax.sharding import merge_inner, split_inner
 
@@ -287,17 +287,18 @@ def gradient_shap(model: Any, x: Array, target: Array, *, baselines: Optional[Ar
     sd = jnp.asarray(stdev, x.dtype)
     chunk = n_samples if internal_batch_size is None else int(internal_batch_size)
 
-    def one(j):
-        b = bs[draws.index[:, j]]                                   # (N, H, W, C)
-        a = draws.alpha[:, j][:, None, None, None]
-        eps = sd * draws.noise[:, j]
+    def one(j):  # (K,) sample indices -> (K, N, ...) terms and baseline scores
+        b = jnp.swapaxes(bs[draws.index[:, j]], 0, 1)               # (K, N, H, W, C)
+        a = draws.alpha[:, j].T[..., None, None, None]
+        eps = sd * jnp.swapaxes(draws.noise[:, j], 0, 1)
         if noise_on == "input":
             diff = x + eps - b
             point = b + a * diff
         else:
             diff = x - b
             point = b + a * diff + eps
-        return diff * input_gradient(f, point, target), target_scores(f(b), target)
+        g = per_item(lambda z, t: input_gradient(f, z, t), point, target)
+        return diff * g, per_item(lambda z, t: target_scores(f(z), t), b, target)
 
     total, s_b = chunked_sum(one, jnp.arange(n_samples), chunk)
     attr = total / n_samples
@@ -373,9 +374,13 @@ def deeplift_shap(model: Any, x: Array, target: Array, *, baselines: Optional[Ar
     dl = info("deeplift").fn
     chunk = nb if batch_size is None else int(batch_size)
 
-    def one(i):
-        ex = dl(model, x, target, baseline=bs[i], rule=rule, maxpool=maxpool)
-        return ex.attribution, ex.extras["reference_score"]
+    def one(i):  # (K,) baseline indices -> (K, N, ...) attributions and reference scores
+        k = i.shape[0]
+        refs = jnp.broadcast_to(bs[i][:, None], (k,) + x.shape)
+        ex = dl(model, merge_inner(jnp.broadcast_to(x, refs.shape)),
+                merge_inner(jnp.broadcast_to(target, (k,) + target.shape)),
+                baseline=merge_inner(refs), rule=rule, maxpool=maxpool)
+        return split_inner(ex.attribution, k), split_inner(ex.extras["reference_score"], k)
 
     total, s_b = chunked_sum(one, jnp.arange(nb), chunk)
     attr = total / nb
