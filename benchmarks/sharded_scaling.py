@@ -70,6 +70,7 @@ for name, opts in cfg["methods"].items():
         f = xj.methods.bind(name, **{k: v for k, v in opts.items() if k != "key"})
         kw = {"key": opts["key"]} if "key" in opts else {}
         for label, n in (("batch", cfg["batch"]), ("inner", 2)):
+            print(f"# {name} {label}", file=sys.stderr, flush=True)
             x = rs.randn(n, 32, 32, 3).astype(np.float32)
             a = f(m, x, "top1", **kw)
             b = f(m, x, "top1", mesh=mesh, **kw)
@@ -119,10 +120,9 @@ def parity(methods, batch: int) -> int:
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     cfg = dict(batch=batch, methods={n: PARITY_OPTIONS.get(n, {}) for n in names})
     r = subprocess.run([sys.executable, "-c", PARITY_WORKER, json.dumps(cfg)],
-                       capture_output=True, text=True, env=env)
+                       stdout=subprocess.PIPE, text=True, env=env)  # progress on stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
     if r.returncode or not line:
-        print(r.stderr[-2000:], file=sys.stderr)
         return 1
     rows = json.loads(line[0][len("RESULT"):])
     print(f"small_cnn 32x32 on 8 forced CPU devices: batch {batch} (split, padded to a multiple "

@@ -139,16 +139,23 @@ def test_total_variation_and_blur_by_hand():
 # ---------------------------------------------------------------------------------------- EP run
 
 
-def test_extremal_perturbation_matches_torchray_run():
+@pytest.mark.parametrize("variant", ["preserve", "delete", "dual"])
+def test_extremal_perturbation_matches_torchray_run(variant):
     """The whole optimisation against TorchRay's ``extremal_perturbation`` on the same AlexNet
-    weights, 64x64, default settings except ``max_iter``.
+    weights, 64x64, default settings except ``max_iter`` and ``variant`` (each of the three).
 
     TorchRay returns the mask evaluated in its last iteration (before that update), ours the
     mask of the final parameters, so TorchRay runs one more iteration. The area loss ranks the
     mask values; for area 0.1 on this geometry the rank boundary falls between two distinct
     values (checked below), so both implementations assign the same targets to the same pixels
     and the runs agree to float32 accuracy. Tolerance 1e-4 relative on the mask *change* from
-    the initial mask (what the optimisation contributes; measured ~3e-6 after 12 steps)."""
+    the initial mask (what the optimisation contributes; measured ~3e-6 after 12 steps).
+
+    ``delete`` gets 5e-4: its reward is flat here (0.0148 at every step: the fully blurred
+    image), so the mask moves by the area term alone, weighted 300·1.0035^t on a mean over 5041
+    values. Reward and area loss agree to 3e-7 relative at every step, but the mask difference
+    grows with the steps it accumulates over: 6.6e-6, 1.7e-5, 6.5e-5 absolute after 2, 4, 8
+    steps (1.8e-4 of the change after 8)."""
     from torchray.attribution.extremal_perturbation import (MaskGenerator,
                                                             extremal_perturbation as tr_ep)
 
@@ -162,14 +169,15 @@ def test_extremal_perturbation_matches_torchray_run():
         cut = int(ranked.size * (1 - area))
         assert ranked[cut - 1] < ranked[cut], "precondition: no tie at the area rank boundary"
         mask_t, hist = tr_ep(tm, torch.tensor(to_nchw(x)), target, areas=[area],
-                             max_iter=steps + 1)
+                             max_iter=steps + 1, variant=variant)
     ex = xj.explain(model, jnp.asarray(x), target, method="extremal_perturbation",
-                    areas=(area,), max_iter=steps)
+                    areas=(area,), max_iter=steps, variant=variant)
     init = np.asarray(M.smooth_mask(jnp.ones((1,) + geom.shape_in), geom)[0])
     ours = np.asarray(ex.extras["masks"][0])
     ref = mask_t[:, 0].numpy()
     assert np.abs(ref - init).max() > 0.05, "the run must move the mask"
-    assert_rel_close(ours - init, ref - init, 1e-4, "mask change")
+    assert_rel_close(ours - init, ref - init, 5e-4 if variant == "delete" else 1e-4,
+                     "mask change")
     assert_rel_close(ex.extras["reward"][0, :, 0], hist[0, 0, :steps].numpy(), 1e-4, "reward")
     assert_rel_close(ex.extras["regul"][0, :, 0], hist[0, 1, :steps].numpy(), 1e-5, "area loss")
     np.testing.assert_allclose(ex.heatmap[0], ours[0])  # one area: the heatmap is its mask

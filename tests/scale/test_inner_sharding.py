@@ -1,8 +1,9 @@
 """Fewer images than devices: RISE, Score-CAM, Ablation-CAM, occlusion, LIME, SISE, Kernel
 SHAP, Shapley value sampling and feature ablation split their masked forward passes over the
-devices, and IG, Blur IG, SmoothGrad, VarGrad, GradientSHAP and DeepLIFT-SHAP their path
-points, noisy copies or references (inner mode, ``xaijax.sharding.merge_inner``), on 8 forced
-CPU devices, and give the one-device result. With as many images as devices each device keeps
+devices, IG, Blur IG, SmoothGrad, VarGrad, GradientSHAP and DeepLIFT-SHAP their path
+points, noisy copies or references, and FGVis and extremal perturbation the rows of their mask
+optimisation (λ candidates, areas) (inner mode, ``xaijax.sharding.merge_inner`` and
+``shard_inner``), on 8 forced CPU devices, and give the one-device result. With as many images as devices each device keeps
 its own image's items (batch mode).
 
 As in ``test_sharding.py``, the checks run in one subprocess started with
@@ -37,6 +38,11 @@ CASES = {
     "vargrad": dict(n_samples=32, internal_batch_size=K),
     "gradient_shap": dict(n_samples=32, internal_batch_size=K),
     "deeplift_shap": dict(baselines=32, batch_size=K),  # 32 random references
+    "fgvis": dict(iterations=2, lam_candidates=[1e-5 * i for i in range(K)]),  # K λ rows
+    # one step: from the second on, the area term ranks mask values that start out tied
+    # (a smooth mask of ones), and the rounding of a differently batched convolution decides
+    # their order (measured: 6e-4 of the mask after 2 steps, 4e-7 after 1)
+    "extremal_perturbation": dict(max_iter=1, areas=[0.05 * (i + 1) for i in range(K)]),
 }
 # model rows per item: DeepLIFT runs the input and its reference in one batch
 ROWS = {"deeplift_shap": 2}

@@ -62,6 +62,13 @@ SCRIPT = textwrap.dedent(r"""
     # the convolutions' batch per device: 2 images x 8 path points / 8 devices
     out["inner_conv_batch"] = sorted({int(c) for c in re.findall(
         r"f32\[(\d+),\d+,\d+,\d+\]\{[^}]*\} convolution", hlo)})
+    # 16 images, 2 per device: a batched SVD on every device hung the CPU client in most runs
+    # (see xaijax.methods.cam.eigen_projection); three calls
+    x16 = rs.randn(16, 32, 32, 3).astype(np.float32)
+    eg = xj.methods.bind("eigengradcam")
+    ref = np.asarray(eg(m, x16, "top1").heatmap)
+    out["eigen_diff"] = max(float(np.max(np.abs(ref - np.asarray(
+        eg(m, x16, "top1", mesh="auto").heatmap)))) for _ in range(3))
     try:
         xj.explain(m, x, 0, mesh="everything")
     except ValueError as e:
@@ -101,3 +108,7 @@ def test_fewer_images_than_devices_split_the_path_points(result):
 
 def test_bad_mesh_is_a_clear_error(result):
     assert "mesh must be None, 'auto' or a jax.sharding.Mesh" in result["bad_mesh"]
+
+
+def test_a_batched_svd_on_every_device_does_not_hang(result):
+    assert result["eigen_diff"] <= 1e-6

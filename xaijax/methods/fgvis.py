@@ -79,6 +79,7 @@ import optax
 from xaijax.methods.base import Explanation, logits_fn, register, require_model
 from xaijax.progress import tick
 from xaijax.rules import fgvis as fgvis_rules
+from xaijax.sharding import shard_inner
 
 Array = jax.Array
 
@@ -129,10 +130,11 @@ def _solve(apply_fn, x: Array, t: Array, lam: Array, learning_rate: Array,
     keep = game in _KEEP_GAMES
     sign = 1.0 if keep else -1.0  # deletion/repression maximise φ + λ‖m‖₁ (Eq. 3)
     opt = _make_optimizer(optimizer, learning_rate)
-    rows = jnp.arange(x.shape[0])
-
     def target_logprob(logits):
-        return jax.nn.log_softmax(logits, axis=-1)[rows, t]
+        # a masked sum rather than a gather at (row, t): the same value, and no all-reduce in
+        # every step when the rows are split over devices
+        lp = jax.nn.log_softmax(logits, axis=-1)
+        return jnp.sum(jnp.where(jnp.arange(lp.shape[-1]) == t[:, None], lp, 0.0), axis=-1)
 
     def objective(m):
         lp = target_logprob(phi_fn(m * x))  # e = m·x (+ (1-m)·0), Eq. 1
@@ -147,7 +149,7 @@ def _solve(apply_fn, x: Array, t: Array, lam: Array, learning_rate: Array,
         m = optax.projections.projection_box(optax.apply_updates(state.mask, updates), 0.0, 1.0)
         return MaskState(m, opt_state), (loss, p)
 
-    m0 = jnp.full(x.shape, init_value, x.dtype)
+    m0 = shard_inner(jnp.full(x.shape, init_value, x.dtype))
     state, (losses, scores) = jax.lax.scan(step, MaskState(m0, opt.init(m0)),
                                            jnp.arange(iterations) if progress else None,
                                            length=iterations)
@@ -274,7 +276,10 @@ def fgvis(model: Any, x: Array, target: Array, *, game: str = "deletion",
                              if mask_init is None else mask_init, jnp.float32)
 
     k = lams.shape[1]
-    rep = lambda a: jnp.repeat(a, k, axis=0)  # noqa: E731  row i * k + j: image i, λ j
+    # row i * k + j: image i, λ j; a sharded call with fewer images than devices splits the
+    # rows over the devices (xaijax.sharding.shard_inner), a larger one keeps each image's λ
+    # rows on the image's device
+    rep = lambda a: shard_inner(jnp.repeat(a, k, axis=0))  # noqa: E731
     if defense:
         # one forward pass of x gives the image's logits and the bounds of Eq. 5
         logits_x, acts = model.forward(x, capture=taps)

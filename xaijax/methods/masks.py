@@ -40,6 +40,7 @@ import optax
 
 from xaijax.methods.base import Explanation, class_scores, logits_fn, register, upsample
 from xaijax.progress import tick
+from xaijax.sharding import shard_inner
 
 Array = jax.Array
 
@@ -651,12 +652,15 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
     k = len(areas)
     counts = _area_counts(areas, int(np.prod(geom.shape_out)))
 
-    b = n * k  # row i * k + j: image i, area j
-    t_rows = jnp.repeat(target, k)
-    count_rows = jnp.tile(jnp.asarray(counts, jnp.int32), n)
+    # row i * k + j: image i, area j. A sharded call with fewer images than devices splits
+    # the rows over the devices (xaijax.sharding.shard_inner); a larger one keeps each image's
+    # rows on the image's device
+    b = n * k
+    t_rows = shard_inner(jnp.repeat(target, k))
+    count_rows = shard_inner(jnp.tile(jnp.asarray(counts, jnp.int32), n))
     # one pyramid per image, shared by its areas (the same array for every row of the image)
-    pyr = jnp.repeat(jax.vmap(lambda xi: blur_pyramid(xi, num_levels, float(max_blur)))(x), k,
-                     axis=0)                                            # (B, L, H, W, C)
+    pyr = jax.vmap(lambda xi: blur_pyramid(xi, num_levels, float(max_blur)))(x)
+    pyr = shard_inner(jnp.repeat(pyr, k, axis=0))                     # (B, L, H, W, C)
     opt = heavy_ball(learning_rate, momentum, momentum)
 
     def energy(p, t):
@@ -665,8 +669,9 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
             xs = apply_pyramid(pyr, mask_)
         elif variant == "delete":
             xs = apply_pyramid(pyr, 1 - mask_)
-        else:
-            xs = jnp.concatenate([apply_pyramid(pyr, mask_), apply_pyramid(pyr, 1 - mask_)])
+        else:  # each row's preserved and deleted image side by side (rows stay on their device)
+            xs = jnp.stack([apply_pyramid(pyr, mask_), apply_pyramid(pyr, 1 - mask_)], 1)
+            xs = xs.reshape((2 * b,) + xs.shape[2:])
         if jitter:
             xs = jnp.where(t % 2 == 0, xs[:, :, ::-1, :], xs)
         y = f(xs)
@@ -675,7 +680,8 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
         elif variant == "delete":
             r = -_class_reward(y, t_rows, reward)
         else:
-            r = _class_reward(y[:b], t_rows, reward) - _class_reward(y[b:], t_rows, reward)
+            y = y.reshape((b, 2) + y.shape[1:])
+            r = _class_reward(y[:, 0], t_rows, reward) - _class_reward(y[:, 1], t_rows, reward)
         lam = regul_weight * jnp.power(regul_growth, t.astype(jnp.float32))
         full = full.reshape(b, -1)
         ref = _ranked_reference(full, count_rows, max(counts))
@@ -689,7 +695,7 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
         p = optax.projections.projection_box(optax.apply_updates(state.mask, u), 0.0, 1.0)
         return MaskState(p, os), (r, regul)
 
-    p0 = jnp.ones((b,) + geom.shape_in, jnp.float32)
+    p0 = shard_inner(jnp.ones((b,) + geom.shape_in, jnp.float32))
     state, (rs, regs) = jax.lax.scan(body, MaskState(p0, opt.init(p0)), jnp.arange(max_iter))
     masks = smooth_mask(state.mask, geom)[0].reshape(n, k, h, w)
     rs = jnp.moveaxis(rs.reshape(max_iter, n, k), 1, 0)                 # (N, max_iter, A)
