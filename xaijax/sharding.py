@@ -182,6 +182,29 @@ def shard_inner(tree: Any) -> Any:
     return jax.tree_util.tree_map(con, tree)
 
 
+@contextlib.contextmanager
+def batch_axis(mesh: Optional[Mesh]):
+    """Within the block, :func:`batch_blocks` is ``mesh``'s data-axis size. Used while tracing
+    a method whose batch is split over the axis."""
+    prev = getattr(_INNER, "batch_mesh", None)
+    _INNER.batch_mesh = mesh
+    try:
+        yield
+    finally:
+        _INNER.batch_mesh = prev
+
+
+def batch_blocks() -> int:
+    """How many contiguous blocks of the batch the devices hold in the program being traced:
+    the data-axis size while a batch-split program is traced (:func:`batch_axis`), else 1.
+
+    A method that stacks a second copy of its batch along the batch axis (DeepLIFT's
+    references) lays it out per block, ``[x_block; x⁰_block]`` for each device's block, so
+    that each device keeps its own rows; one block is the plain ``[x; x⁰]``."""
+    mesh = getattr(_INNER, "batch_mesh", None)
+    return 1 if mesh is None else data_size(mesh)
+
+
 def inner_mode() -> bool:
     """Whether a sharded program is being traced in inner mode (:func:`inner_axis`)."""
     return getattr(_INNER, "mesh", None) is not None

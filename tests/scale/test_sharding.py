@@ -62,6 +62,13 @@ SCRIPT = textwrap.dedent(r"""
     # the convolutions' batch per device: 2 images x 8 path points / 8 devices
     out["inner_conv_batch"] = sorted({int(c) for c in re.findall(
         r"f32\[(\d+),\d+,\d+,\d+\]\{[^}]*\} convolution", hlo)})
+    # DeepLIFT joins inputs and references per device block: no collective in its program
+    dl = xj.methods.bind("deeplift")
+    a, b = dl(m, x8, "top1").heatmap, dl(m, x8, "top1", mesh="auto").heatmap
+    out["deeplift_diff"] = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    out["deeplift_collectives"] = len(re.findall(
+        r"(all-gather|all-reduce|all-to-all|collective-permute)(-start)?\(",
+        dl.compiled_text(m, x8, "top1", mesh="auto")))
     # 16 images, 2 per device: a batched SVD on every device hung the CPU client in most runs
     # (see xaijax.methods.cam.eigen_projection); three calls
     x16 = rs.randn(16, 32, 32, 3).astype(np.float32)
@@ -112,3 +119,8 @@ def test_bad_mesh_is_a_clear_error(result):
 
 def test_a_batched_svd_on_every_device_does_not_hang(result):
     assert result["eigen_diff"] <= 1e-6
+
+
+def test_deeplift_keeps_each_reference_on_its_image_device(result):
+    assert result["deeplift_diff"] <= 1e-6
+    assert result["deeplift_collectives"] == 0

@@ -499,7 +499,8 @@ class BoundMethod:
             with sharding.inner_axis(mesh):
                 return self.body(model, x, target, top1, traced, dtype)
         x, target = sharding.constrain_batch(mesh, x.shape[0], (x, target))
-        out = self.body(model, x, target, top1, traced, dtype)
+        with sharding.batch_axis(mesh):
+            out = self.body(model, x, target, top1, traced, dtype)
         return sharding.constrain_batch(mesh, x.shape[0], out)
 
     def prepare(self, model: Any, x: Any, target: Target = "top1", **options

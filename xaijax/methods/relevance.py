@@ -144,8 +144,9 @@ def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] =
     ``(x − x⁰) · m`` (Captum's ``multiply_by_inputs=True``), so summation-to-delta (Eq. 19)
     reads ``Σ attribution = S_c(x) − S_c(x⁰)``.
 
-    The model runs once on ``[x; x⁰]`` so every rule sees the reference's activations next to the
-    input's. For ``reveal_cancel`` BatchNorm is first folded into the preceding convolution
+    The model runs once on ``[x; x⁰]`` (per device block when the batch is split:
+    :func:`xaijax.rules.deeplift.join`) so every rule sees the reference's activations next to
+    the input's. For ``reveal_cancel`` BatchNorm is first folded into the preceding convolution
     (:func:`xaijax.rules.canonizers.merge_batchnorm`) so a convolution feeds its nonlinearity
     directly; for ``rescale`` no canonization is needed (BatchNorm is linear).
 
@@ -199,18 +200,18 @@ def deeplift(model: Any, x: Array, target: Array, *, baseline: Optional[Array] =
         comp = dl_rules.composite(rule, graph, model.variables, folded, maxpool_mode=maxpool)
     else:
         comp = dl_rules.composite(rule, maxpool_mode=maxpool)
-    n = x.shape[0]
-    t2 = jnp.concatenate([target, target])
+    t2 = dl_rules.join(target, target)
 
     def total(z):
-        logits, _ = model.forward(jnp.concatenate([z, ref], axis=0), rules=comp,
+        logits, _ = model.forward(dl_rules.join(z, ref), rules=comp,
                                   require=(L.Nonlinearity,))
         s = target_scores(logits, t2)
         return jnp.sum(s), s
 
     mult, s = jax.grad(total, has_aux=True)(x)
+    s_x, s_ref = dl_rules.split(s)
     attr = (x - ref) * mult
-    delta = jnp.sum(attr, axis=(1, 2, 3)) - (s[:n] - s[n:])
+    delta = jnp.sum(attr, axis=(1, 2, 3)) - (s_x - s_ref)
     return Explanation(heatmap=jnp.sum(attr, axis=-1), attribution=attr,
-                       extras={"delta": delta, "score": s[:n], "reference_score": s[n:]},
+                       extras={"delta": delta, "score": s_x, "reference_score": s_ref},
                        target=target, method="deeplift")

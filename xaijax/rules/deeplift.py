@@ -1,4 +1,5 @@
-"""DeepLIFT rules (survey §5.2, Eq. 19–25) as ``jax.custom_vjp`` functions.
+"""DeepLIFT rules (survey §5.2, Eq. 19–25): backward passes of nonlinearities that carry
+multipliers instead of gradients.
 
 DeepLIFT explains ``ΔS = S(x) − S(x⁰)`` through *multipliers* ``m = R/Δ`` (Eq. 20) that obey the
 chain rule (Eq. 21). Linear layers keep their gradient (the linear rule ``m = w``); the rules
@@ -7,11 +8,22 @@ below replace the backward pass of nonlinearities.
 **How the reference reaches the rules.** The method runs the model once on the concatenated
 batch ``[x; x⁰]`` (``2N`` images). Every rule sees both halves of its input and output, so
 ``Δin = in[:N] − in[N:]`` and ``Δout = out[:N] − out[N:]`` are available without a second pass or
-any state. There is one stream of multipliers: each rule reads the incoming signal of the input
-half and hands the same result to both halves (Captum computes the two halves' streams
-separately; they coincide wherever they matter for Rescale, and a single stream keeps the
-max-pool rule's summation-to-delta exact under RevealCancel). The method differentiates the sum
-of the target scores of all ``2N`` rows with respect to ``x`` only.
+any state. When the batch is split over ``D`` devices the concatenation is per block
+(:func:`xaijax.sharding.batch_blocks`): ``[x_1; x⁰_1; …; x_D; x⁰_D]`` with ``x_d`` device
+``d``'s images, so each device keeps its images and their references. (A global ``[x; x⁰]``
+made every rule exchange activations between devices: 119 collectives in one program on 8
+devices. Interleaving image by image, ``x_0, x⁰_0, x_1, …``, has no collectives either, but
+its strided slices made one device 1.7× slower on EfficientNet-Lite0.)
+
+**One stream of multipliers.** Only the input rows carry gradient: every layer without a rule
+of its own runs its two halves apart with the reference half under ``stop_gradient``
+(:func:`linear`), and each rule reads the incoming signal of the input half. The backward pass
+therefore transposes ``N`` rows, not ``2N`` (Captum propagates the two halves' streams through
+the whole ``2N`` batch; they coincide wherever they matter for Rescale, and a single stream
+keeps the max-pool rule's summation-to-delta exact under RevealCancel). Measured on
+EfficientNet-Lite0, batch 8, one device: 150 ms per image with a ``2N`` backward and
+``custom_vjp`` Rescale rules, 124 with the ``N``-row backward, 56 with :func:`rescale` as a
+stop-gradient linearisation.
 
 Rules:
 
@@ -52,6 +64,7 @@ from xaijax.nn import layers as L
 from xaijax.nn.intercept import Composite, by_type, chain
 from xaijax.rules.canonizers import Node, _get
 from xaijax.rules.lrp import pass_rule
+from xaijax.sharding import batch_blocks
 
 Array = jax.Array
 EPS = 1e-10
@@ -69,13 +82,30 @@ pooling window (e.g. the interior of a zero reference); use it for parity with C
 """
 
 
-def _halves(a: Array) -> Tuple[Array, Array]:
-    n = a.shape[0] // 2
-    return a[:n], a[n:]
+def split(a: Array) -> Tuple[Array, Array]:
+    """The input rows and the reference rows of a :func:`join`-ed batch."""
+    k = batch_blocks()
+    if k == 1:
+        n = a.shape[0] // 2
+        return a[:n], a[n:]
+    b = a.reshape((k, 2, a.shape[0] // (2 * k)) + a.shape[1:])
+    return (b[:, 0].reshape((a.shape[0] // 2,) + a.shape[1:]),
+            b[:, 1].reshape((a.shape[0] // 2,) + a.shape[1:]))
+
+
+def join(a: Array, b: Array) -> Array:
+    """Inputs ``a`` and references ``b`` as the one batch the rules read: ``[a; b]``, per
+    device block when the batch is split (:func:`xaijax.sharding.batch_blocks`)."""
+    k = batch_blocks()
+    if k == 1:
+        return jnp.concatenate([a, b], axis=0)
+    blocks = (k, a.shape[0] // k) + a.shape[1:]
+    return jnp.stack([a.reshape(blocks), b.reshape(blocks)], 1).reshape(
+        (2 * a.shape[0],) + a.shape[1:])
 
 
 def _dup(a: Array) -> Array:
-    return jnp.concatenate([a, a], axis=0)
+    return join(a, a)
 
 
 def _safe(d: Array, eps: float) -> Array:
@@ -85,29 +115,36 @@ def _safe(d: Array, eps: float) -> Array:
 def rescale(layer: L.Layer, params: dict, x: Array, *, eps: float = EPS) -> Array:
     """Rescale rule on an element-wise nonlinearity ``z = g(y)``: ``m = Δz/Δy`` (survey §5.2).
 
-    ``x`` is the concatenated ``[input; reference]`` batch; the rule returns ``g(x)``.
+    ``x`` is the joined input/reference batch (:func:`join`); the rule returns ``g(x)``. The
+    input rows' output is written ``g(y) + (y − sg(y)) · sg(m)`` (``sg``: stop-gradient): the
+    value is exactly ``g(y)`` and the derivative is the multiplier ``m``, so the backward pass
+    is one multiplication by ``m`` computed in the forward pass. (With a ``custom_vjp`` that
+    carried ``Δin``/``Δout`` to its backward pass, DeepLIFT took 2.2× as long on
+    EfficientNet-Lite0.) The reference rows carry no gradient.
     """
+    xa, ra = split(x)
 
-    @jax.custom_vjp
-    def rule(a):
-        return layer.forward(params, a)
+    def g(v):
+        return layer.forward(params, v)
 
-    def fwd(a):
-        y, vjp = jax.vjp(lambda v: layer.forward(params, v), a)
-        return y, (a, y, vjp)
+    ya, yr = g(xa), g(ra)
+    din, dout = xa - ra, ya - yr
+    deriv = jax.jvp(g, (xa,), (jnp.ones_like(xa),))[1]  # g'(y): the fallback where Δin ≈ 0
+    m = jax.lax.stop_gradient(jnp.where(jnp.abs(din) < eps, deriv, dout / _safe(din, eps)))
+    out = jax.lax.stop_gradient(ya) + (xa - jax.lax.stop_gradient(xa)) * m
+    return join(out, jax.lax.stop_gradient(yr))
 
-    def bwd(res, g):
-        a, y, vjp = res
-        xa, ra = _halves(a)
-        ya, yr = _halves(y)
-        din, dout = xa - ra, ya - yr
-        gx = _halves(g)[0]
-        grad = _halves(vjp(_dup(gx))[0])[0]
-        small = jnp.abs(din) < eps
-        return (_dup(jnp.where(small, grad, gx * dout / _safe(din, eps))),)
 
-    rule.defvjp(fwd, bwd)
-    return rule(x)
+def linear(layer: L.Layer, params: dict, *xs: Array) -> Array:
+    """A layer with no DeepLIFT rule of its own (convolution, dense, BatchNorm, average pooling,
+    flatten, sum, concatenation, identity) run on the input rows and, without gradient, on the
+    reference rows. The output is the same as running it on the joined batch; the backward pass
+    transposes the ``N`` input rows only, where one ``2N`` layer would also transpose the
+    reference rows, whose cotangent no rule reads (every rule takes the input rows' signal)."""
+    halves = [split(x) for x in xs]
+    y = layer.forward(params, *[a for a, _ in halves])
+    y0 = layer.forward(params, *[jax.lax.stop_gradient(r) for _, r in halves])
+    return join(y, jax.lax.stop_gradient(y0))
 
 
 def maxpool(layer: L.Layer, params: dict, x: Array, *, eps: float = EPS) -> Array:
@@ -123,15 +160,15 @@ def maxpool(layer: L.Layer, params: dict, x: Array, *, eps: float = EPS) -> Arra
 
     def bwd(res, g):
         a, y, vjp = res
-        xa, ra = _halves(a)
-        ya, yr = _halves(y)
-        gx = _halves(g)[0]
+        xa, ra = split(a)
+        ya, yr = split(y)
+        gx = split(g)[0]
         u = jnp.maximum(ya, yr)
-        routed = vjp(jnp.concatenate([gx * (u - yr), gx * (ya - u)], axis=0))[0]
-        rx, rr = _halves(routed)
+        routed = vjp(join(gx * (u - yr), gx * (ya - u)))[0]
+        rx, rr = split(routed)
         din = xa - ra
         small = jnp.abs(din) < eps
-        grad = _halves(vjp(_dup(gx))[0])[0]
+        grad = split(vjp(_dup(gx))[0])[0]
         return (_dup(jnp.where(small, grad, (rx + rr) / _safe(din, eps))),)
 
     rule.defvjp(fwd, bwd)
@@ -141,7 +178,7 @@ def maxpool(layer: L.Layer, params: dict, x: Array, *, eps: float = EPS) -> Arra
 def _reveal_cancel_multipliers(consumer: L.Layer, cparams: dict, y: Array, pos: Array,
                                neg: Array, eps: float) -> Tuple[Array, Array]:
     """``m⁺ = Δz⁺/Δy⁺`` and ``m⁻ = Δz⁻/Δy⁻`` (Eq. 23–25) for the input half of ``y``."""
-    yx, y0 = _halves(y)
+    yx, y0 = split(y)
 
     def g(v):
         return consumer.forward(cparams, v)
@@ -158,7 +195,7 @@ def _reveal_cancel_multipliers(consumer: L.Layer, cparams: dict, y: Array, pos: 
 def reveal_cancel_linear(consumer: L.Layer, cparams: dict, *, eps: float = EPS):
     """RevealCancel rule for a Conv/Dense whose output feeds the nonlinearity ``consumer``.
 
-    Returns a rule ``rule(layer, params, x)``; ``x`` is the concatenated batch.
+    Returns a rule ``rule(layer, params, x)``; ``x`` is the joined batch (:func:`join`).
     """
 
     def rule_fn(layer: L.Layer, params: dict, x: Array) -> Array:
@@ -170,7 +207,7 @@ def reveal_cancel_linear(consumer: L.Layer, cparams: dict, *, eps: float = EPS):
             y = layer.forward(prm, a)
             k = prm["kernel"]
             wp, wn = {"kernel": jnp.maximum(k, 0.0)}, {"kernel": jnp.minimum(k, 0.0)}
-            xa, ra = _halves(a)
+            xa, ra = split(a)
             d = xa - ra
             dp, dn = jnp.maximum(d, 0.0), jnp.minimum(d, 0.0)
             pos = layer.forward(wp, dp) + layer.forward(wn, dn)
@@ -182,7 +219,7 @@ def reveal_cancel_linear(consumer: L.Layer, cparams: dict, *, eps: float = EPS):
 
         def bwd(res, c):
             prm, m_pos, m_neg, sgn, vjp_p, vjp_n = res
-            cx = _halves(c)[0]
+            cx = split(c)[0]
             cp, cn = cx * m_pos, cx * m_neg
             a_pp, a_nn = vjp_p(cp)[0], vjp_n(cn)[0]   # terms made positive by Δx > 0
             a_pn, a_np = vjp_p(cn)[0], vjp_n(cp)[0]   # terms made negative by Δx > 0
@@ -208,7 +245,7 @@ def reveal_cancel_add(consumer: L.Layer, cparams: dict, *, eps: float = EPS):
 
         def fwd(inputs):
             y = layer.forward(params, *inputs)
-            ds = [jnp.subtract(*_halves(a)) for a in inputs]
+            ds = [jnp.subtract(*split(a)) for a in inputs]
             pos = sum(jnp.maximum(d, 0.0) for d in ds)
             neg = sum(jnp.minimum(d, 0.0) for d in ds)
             m_pos, m_neg = _reveal_cancel_multipliers(consumer, cparams, y, pos, neg, eps)
@@ -216,7 +253,7 @@ def reveal_cancel_add(consumer: L.Layer, cparams: dict, *, eps: float = EPS):
 
         def bwd(res, c):
             m_pos, m_neg, sgns = res
-            cx = _halves(c)[0]
+            cx = split(c)[0]
             cp, cn = cx * m_pos, cx * m_neg
             return (tuple(_dup(jnp.where(s > 0, cp, jnp.where(s < 0, cn, 0.5 * (cp + cn))))
                           for s in sgns),)
@@ -277,7 +314,10 @@ def composite(rule: str, graph: Optional[Sequence[Node]] = None, variables: Any 
         return maxpool(layer, params, x, eps=eps)
 
     base = by_type({L.Nonlinearity: _rescale,
-                    L.MaxPool: _maxpool if maxpool_mode == "rule" else None})
+                    L.MaxPool: _maxpool if maxpool_mode == "rule" else None,
+                    **{t: linear for t in (L.Conv, L.Dense, L.BatchNorm, L.AvgPool,
+                                           L.AdaptiveAvgPool, L.Flatten, L.Add, L.Concat,
+                                           L.Identity)}})
     if rule == "rescale":
         return base
     if graph is None:
