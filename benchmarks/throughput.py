@@ -237,9 +237,10 @@ def methods() -> List[Method]:
         M("center", "single", lambda c: {}, lambda c: (0, 0)),
         M("lrp", "single", lambda c: {"composite": "epsilon_plus"}, one,
           {"zennit": zennit_lrp}, models=("resnet50",), settings="epsilon_plus"),
-        # DeepLIFT runs the input and the reference as one batch, forward and backward (the
-        # rules pair each activation with the reference's), as Captum does: 2 passes per image
-        M("deeplift", "single", lambda c: {"maxpool": "gradient"}, lambda c: (2, 0),
+        # DeepLIFT runs the input and the reference forward together (the rules pair each
+        # activation with the reference's) and only the input backward: 1 forward+backward and
+        # 1 forward per image (Captum runs both forward and backward: 2 forward+backward)
+        M("deeplift", "single", lambda c: {"maxpool": "gradient"}, lambda c: (1, 1),
           {"captum": captum("DeepLift", grad=False, baselines=0.0)},
           settings="rescale, zero baseline"),
         M("excitation_backprop", "single", lambda c: {"variant": "torchray"}, lambda c: (1, 0),
@@ -292,7 +293,7 @@ def methods() -> List[Method]:
         M("deeplift_shap", "multi", lambda c: {"baselines": np.zeros((4, c.size, c.size, 3),
                                                                      np.float32),
                                                "maxpool": "gradient"},
-          lambda c: (8, 0),
+          lambda c: (4, 4),
           {"captum": captum("DeepLiftShap", grad=False, baselines=lambda c: c.xt[:1].repeat(
               4, 1, 1, 1) * 0)}, settings="4 baselines"),
         M("occlusion", "multi",

@@ -447,10 +447,12 @@ def scorecam(model: Model, x: Array, target: Array, *, tap: Optional[str] = None
     t = merge_inner(jnp.broadcast_to(target, (bs, n)))
 
     def chunk(m):  # (bs, N, h, w) -> (bs, N) target logits, (bs, N) target probabilities
-        up = upsample(m.reshape(bs * n, h, w), (big_h, big_w), align_corners)
+        # merged as the model batch is (merge_inner), so a batch split over devices upsamples
+        # each image's maps on its own device
+        up = upsample(merge_inner(m), (big_h, big_w), align_corners)
         lo = jnp.min(up, axis=(1, 2), keepdims=True)
         hi = jnp.max(up, axis=(1, 2), keepdims=True)
-        mask = ((up - lo) / (hi - lo + 1e-8)).reshape(bs, n, big_h, big_w)
+        mask = split_inner((up - lo) / (hi - lo + 1e-8), bs)
         # the masked images as one model batch; split over the devices in inner mode
         logits = apply(merge_inner(x[None] * mask[..., None]))
         logit = jnp.take_along_axis(logits, t[:, None], axis=1)[:, 0]

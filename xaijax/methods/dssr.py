@@ -219,16 +219,17 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
     # one reference per image, drawn from its own key (the one it would use alone)
     u = jax.vmap(lambda k_: jax.random.uniform(k_, (h, w, c), jnp.float32))(keys)
     r = (u - mean) / std if reference_space == "pixel" else u
-    t2 = jnp.concatenate([target, target])
+    t2 = jnp.repeat(target, 2)
 
     # all images are the rows of one batched scan (the model is per-sample, every term below is
     # per row and Adam is elementwise, so each row takes the steps it would take alone); the
-    # deletion and preservation images of all rows go through the model as one batch
+    # deletion and preservation images of all rows go through the model as one batch, each
+    # image's two next to each other (a batch split over devices keeps them on its device)
     def score_terms(m):
         mbar = avg_pool(m, k2, s2, p2)
-        z = jnp.concatenate([perturb(x, mbar, r), perturb(x, 1.0 - mbar, r)])
-        p = class_scores(apply_fn(z), t2, "softmax")
-        s_del, s_pre = p[:n], p[n:]
+        z = jnp.stack([perturb(x, mbar, r), perturb(x, 1.0 - mbar, r)], 1)
+        p = class_scores(apply_fn(z.reshape((2 * n,) + z.shape[2:])), t2, "softmax")
+        s_del, s_pre = p[0::2], p[1::2]
         return jnp.sum(s_del - s_pre), (s_del - s_pre, s_pre)
 
     def reg_terms(m):
@@ -255,8 +256,9 @@ def dssr(model: Any, x: Array, target: Array, *, key: Optional[Array] = None,
     mbar = avg_pool(m, k2, s2, p2)
     e_pre = perturb(x, 1.0 - mbar, r)
     e_del = perturb(x, mbar, r)
-    scores = class_scores(apply_fn(jnp.concatenate([x, e_pre, e_del])), jnp.tile(target, 3),
-                          "softmax").reshape(3, n).T
+    z = jnp.stack([x, e_pre, e_del], 1)
+    scores = class_scores(apply_fn(z.reshape((3 * n,) + z.shape[2:])), jnp.repeat(target, 3),
+                          "softmax").reshape(n, 3)
     losses, pre_curve, lam_curve = losses.T, pre_curve.T, lam_curve.T
     extras: Dict[str, Any] = {
         "mask": m,
