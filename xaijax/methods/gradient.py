@@ -204,6 +204,20 @@ def make_baseline(model: Any, x: Array, baseline: str, *, blur_sigma: float = 5.
                      f"{baseline!r}")
 
 
+# a default chunk (path points, noisy copies) keeps one model call at this many images at most:
+# 8 noisy copies of 32 images at once (256 EfficientNet-Lite0 backward passes at 224 px)
+# exhausted 24 GB
+NOISE_CALL_IMAGES = 64
+
+
+def call_chunk(internal_batch_size: Optional[int], items: int, n_images: int) -> int:
+    """Items per model call: ``internal_batch_size`` when given, else as many of the ``items``
+    as keep a call at ``NOISE_CALL_IMAGES`` images (``64 // n_images``, at least 1)."""
+    if internal_batch_size is not None:
+        return int(internal_batch_size)
+    return max(1, min(items, NOISE_CALL_IMAGES // max(1, n_images)))
+
+
 def chunked_sum(fn: Callable[[Array], Any], xs: Array, chunk: int) -> Any:
     """``Σ_k fn(c)[k]`` over all items of ``xs``, evaluated ``chunk`` items at a time (a
     ``lax.scan`` over full chunks, plus one call on the remainder). Memory is that of one chunk.
@@ -257,13 +271,14 @@ def per_item(fn: Callable[..., Any], points: Array, *per_image: Array) -> Any:
                                           "blur_sigma"), signed=True)
 def integrated_gradients(model: Any, x: Array, target: Array, *, baseline: str = "zeros",
                          baseline_array: Optional[Array] = None, steps: int = 50,
-                         method: str = "riemann_trapezoid", internal_batch_size: int = 16,
+                         method: str = "riemann_trapezoid",
+                         internal_batch_size: Optional[int] = None,
                          blur_sigma: float = 5.0, key: Optional[Array] = None) -> Explanation:
     """Integrated Gradients: ``(x - x') ⊙ ∫_0^1 ∂S_c(x' + α(x - x'))/∂x dα`` (survey Eq. 7).
 
     The integral is a quadrature ``Σ_k w_k ∇S_c(x' + α_k (x - x'))`` with Captum's nodes and
     weights (:func:`path_points`). The path is evaluated ``internal_batch_size`` α-values at a
-    time (a ``lax.scan`` over chunks of a ``vmap``), so memory is bounded for any ``steps``.
+    time (a ``lax.scan`` over chunks), so memory is bounded for any ``steps``.
 
     Args:
       model: a zoo Model or any JAX callable ``f(x) -> logits``.
@@ -276,7 +291,11 @@ def integrated_gradients(model: Any, x: Array, target: Array, *, baseline: str =
       steps: number of path points (static).
       method: ``riemann_left``, ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid`` or
         ``gausslegendre`` (static).
-      internal_batch_size: α-values per forward/backward pass (static).
+      internal_batch_size: α-values per forward/backward pass (static; each pass sees
+        ``N · internal_batch_size`` images). Default: as many as keep a pass at 64 images
+        (:func:`call_chunk`: all 50 steps of one image, 2 per pass for 32 images). It was 16
+        per image, 512 images per pass at batch 32, the size that exhausted 24 GB for
+        SmoothGrad.
       blur_sigma: σ in pixels of the ``"blur"`` baseline (static: it fixes the kernel size).
       key: PRNG key of the ``"uniform"`` baseline (split per image).
 
@@ -311,7 +330,7 @@ def integrated_gradients(model: Any, x: Array, target: Array, *, baseline: str =
         return w * per_item(lambda z, t: input_gradient(f, z, t), b + a * diff, target)
 
     avg_grad = chunked_sum(points, jnp.stack([jnp.asarray(alphas), jnp.asarray(weights)], 1),
-                           internal_batch_size)
+                           call_chunk(internal_batch_size, len(alphas), x.shape[0]))
     attr = diff * avg_grad
     s_x = target_scores(f(x), target)
     s_b = target_scores(f(b), target)
@@ -338,10 +357,6 @@ def _options(base_options: Union[Tuple[Tuple[str, Any], ...], Dict[str, Any], No
                         f"{base_options!r}") from None
 
 
-# the default chunk of noisy copies keeps a call of the base method at this many images at most
-NOISE_CALL_IMAGES = 64
-
-
 def noise_tunnel(model: Any, x: Array, target: Array, noise: Array, *, base: str = "gradient",
                  kind: str = "smoothgrad", internal_batch_size: Optional[int] = None,
                  base_options: Any = ()) -> Explanation:
@@ -363,8 +378,8 @@ def noise_tunnel(model: Any, x: Array, target: Array, noise: Array, *, base: str
         ``E[a²] - E[a]²``, as Captum).
       internal_batch_size: noisy samples per call of the base method (each call sees
         ``N · internal_batch_size`` images); default all ``n`` at once while ``N · n`` is at
-        most ``NOISE_CALL_IMAGES`` (64), else ``64 // N`` per call (at least 1): 8 samples of 32
-        images at once (256 EfficientNet-Lite0 backward passes at 224 px) exhausted 24 GB.
+        most ``NOISE_CALL_IMAGES`` (64), else ``64 // N`` per call (at least 1,
+        :func:`call_chunk`).
       base_options: options of the base method, a tuple of ``(name, value)`` pairs (or a dict
         when called outside ``jit``).
 
@@ -386,10 +401,7 @@ def noise_tunnel(model: Any, x: Array, target: Array, noise: Array, *, base: str
     if noise.shape[0] != x.shape[0] or noise.shape[2:] != x.shape[1:]:
         raise ValueError(f"noise must have shape (N, n_samples, H, W, C) = ({x.shape[0]}, n, "
                          f"{', '.join(map(str, x.shape[1:]))}); got {tuple(noise.shape)}")
-    if internal_batch_size is None:  # all at once, up to NOISE_CALL_IMAGES images per call
-        chunk = max(1, min(s, NOISE_CALL_IMAGES // max(1, x.shape[0])))
-    else:
-        chunk = int(internal_batch_size)
+    chunk = call_chunk(internal_batch_size, s, x.shape[0])
 
     def base_map(z, t):
         ex = inf.fn(model, z, t, **opts)

@@ -25,7 +25,8 @@ import numpy as np
 from xaijax.methods.base import (Explanation, check_choice, check_positive_int, input_gradient,
                                  logits_fn, register, target_scores)
 from xaijax.methods.gradient import (IG_BASELINES, IG_METHODS, chunked_sum, gaussian_blur,
-                                     heatmap_sum, make_baseline, path_points, per_item)
+                                     call_chunk, heatmap_sum, make_baseline, path_points,
+                                     per_item)
 from xaijax.models.base import Model
 
 Array = jax.Array
@@ -263,8 +264,9 @@ def _validate_blur_ig(model, x, o):
     _check_real(o.get("grad_step", 1.0), "grad_step", m, 0.0, lo_open=True)
     if not isinstance(o.get("sqrt", False), (bool, np.bool_)):
         raise ValueError(f"method {m!r}: sqrt must be a bool; got {o['sqrt']!r}")
-    check_positive_int(o.get("internal_batch_size", 1), "internal_batch_size", m,
-                       "path points per forward/backward pass")
+    if o.get("internal_batch_size") is not None:
+        check_positive_int(o["internal_batch_size"], "internal_batch_size", m,
+                           "path points per forward/backward pass")
 
 
 @register("blur_ig", static=("steps", "max_sigma", "grad_step", "sqrt", "internal_batch_size"),
@@ -272,7 +274,8 @@ def _validate_blur_ig(model, x, o):
           paper="Xu, Venugopalan & Sundararajan 2020, Eq. 3 (Blur IG)",
           peer="PAIR saliency BlurIG")
 def blur_ig(model: Any, x: Array, target: Array, *, max_sigma: float = 50.0, steps: int = 100,
-            grad_step: float = 0.01, sqrt: bool = False, internal_batch_size: int = 16
+            grad_step: float = 0.01, sqrt: bool = False,
+            internal_batch_size: Optional[int] = None
             ) -> Explanation:
     """Blur IG: integrated gradients along the path of increasingly blurred inputs.
 
@@ -287,7 +290,7 @@ def blur_ig(model: Any, x: Array, target: Array, *, max_sigma: float = 50.0, ste
     uniform steps in the scale ``σ²`` that the paper's heat-equation parametrisation uses) and
     the forward difference of step ``h = grad_step`` for ``∂L/∂σ``. The sum telescopes:
     ``Σ_i φ_i ≈ S_c(x) − S_c(L(x, max_sigma))`` (completeness w.r.t. the blurred baseline).
-    The σ's are evaluated ``internal_batch_size`` at a time (a ``lax.scan`` of a ``vmap``);
+    The σ's are evaluated ``internal_batch_size`` at a time (a ``lax.scan`` over chunks);
     the blur is two small matrix products per σ (a traced kernel, so one program for the
     whole path).
 
@@ -303,7 +306,8 @@ def blur_ig(model: Any, x: Array, target: Array, *, max_sigma: float = 50.0, ste
       steps: number of path steps (static; PAIR 100).
       grad_step: ``h`` of the finite difference (static; PAIR 0.01).
       sqrt: square-root σ spacing (static; PAIR False).
-      internal_batch_size: σ values per forward/backward pass (static).
+      internal_batch_size: σ values per forward/backward pass (static; default as many as
+        keep a pass at 64 images, :func:`xaijax.methods.gradient.call_chunk`).
 
     Returns:
       attribution ``(N, H, W, C)`` (PAIR's mask); heatmap its signed channel sum;
@@ -334,7 +338,7 @@ def blur_ig(model: Any, x: Array, target: Array, *, max_sigma: float = 50.0, ste
         g = per_item(lambda z, t: input_gradient(f, z, t), xs, target)
         return r[:, 6, None, None, None, None] * dl * g
 
-    attr = -chunked_sum(points, rows, internal_batch_size)
+    attr = -chunked_sum(points, rows, call_chunk(internal_batch_size, rows.shape[0], x.shape[0]))
     b = _blur(x, jnp.asarray(_kernel_rows(sig[-1:])[0], x.dtype))
     delta = jnp.sum(attr, axis=(1, 2, 3)) - (target_scores(f(x), target)
                                              - target_scores(f(b), target))
@@ -709,8 +713,9 @@ def _validate_xrai(model, x, o):
     check_positive_int(mpd.item() if hasattr(mpd, "item") and np.ndim(mpd) == 0 else mpd,
                        "min_pixel_diff", m, "new pixels a region must add")
     check_positive_int(o.get("min_segment_size", 1), "min_segment_size", m, "pixels")
-    check_positive_int(o.get("internal_batch_size", 1), "internal_batch_size", m,
-                       "path points per forward/backward pass")
+    if o.get("internal_batch_size") is not None:
+        check_positive_int(o["internal_batch_size"], "internal_batch_size", m,
+                           "path points per forward/backward pass")
     sv = o.get("scale_values", (1,))
     if not isinstance(sv, tuple) or not sv or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sv):
@@ -759,7 +764,7 @@ def xrai(model: Any, x: Array, target: Array, *, steps: int = 100, area_threshol
          felzenszwalb_sigma: float = 0.8, min_segment_size: int = 150,
          resize_image: Optional[Tuple[int, int]] = (224, 224),
          scale_range: Tuple[float, float] = (-1.0, 1.0), dilation_rad: int = 5,
-         internal_batch_size: int = 16, max_rounds: int = 64) -> Explanation:
+         internal_batch_size: Optional[int] = None, max_rounds: int = 64) -> Explanation:
     """XRAI: integrated-gradient attributions aggregated over greedily ranked image regions.
 
     1. Attribution: IG (``steps`` points) from a black and from a white baseline, averaged,
@@ -799,7 +804,8 @@ def xrai(model: Any, x: Array, target: Array, *, steps: int = 100, area_threshol
       scale_values, felzenszwalb_sigma, min_segment_size: the segmentation (PAIR's constants;
         static), see :func:`xrai_segments`.
       resize_image, scale_range, dilation_rad: the segmentation, as the three above.
-      internal_batch_size: IG points per forward/backward pass (static).
+      internal_batch_size: IG points per forward/backward pass (static; default as many as
+        keep a pass at 64 images, :func:`xaijax.methods.gradient.call_chunk`).
       max_rounds: bound on the segmentation's merge rounds (static).
 
     Returns:
@@ -841,7 +847,8 @@ def xrai(model: Any, x: Array, target: Array, *, steps: int = 100, area_threshol
                 a, w = aw[:, 0, None, None, None, None], aw[:, 1, None, None, None, None]
                 return w * per_item(lambda z, t: input_gradient(f, z, t), b + a * diff, target)
 
-            avg = chunked_sum(points, pts, internal_batch_size)
+            avg = chunked_sum(points, pts, call_chunk(internal_batch_size, pts.shape[0],
+                                                      x.shape[0]))
             return diff * avg
 
         a = jnp.mean(jax.lax.map(ig, bl), axis=0)
