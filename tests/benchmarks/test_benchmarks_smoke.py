@@ -135,8 +135,10 @@ CASES = {
         (),
         [r"method\s+1 dev img/s\s+2 dev img/s\s+speed-up\s+compile s",
          rf"gradient\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}",
-         r"method\s+batch max\|diff\|\s+rel\s+colls\s+inner max\|diff\|\s+rel\s+colls"]
-        + _rows(["gradient", "rise"], rf"{{m}}\s+{SCI}\s+{SCI}\s+\d+\s+{SCI}\s+{SCI}\s+\d+")),
+         r"method\s+batch max\|diff\|\s+rel\s+colls\s+share\s+inner max\|diff\|\s+rel\s+"
+         r"colls\s+share"]
+        + _rows(["gradient", "rise"], rf"{{m}}\s+{SCI}\s+{SCI}\s+\d+\s+{NUM}\s+{SCI}\s+{SCI}"
+                                       rf"\s+\d+\s+{NUM}")),
     # no peer: xaijax bfloat16 against xaijax float32
     "precision": (
         (),
