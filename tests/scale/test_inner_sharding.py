@@ -39,10 +39,7 @@ CASES = {
     "gradient_shap": dict(n_samples=32, internal_batch_size=K),
     "deeplift_shap": dict(baselines=32, batch_size=K),  # 32 random references
     "fgvis": dict(iterations=2, lam_candidates=[1e-5 * i for i in range(K)]),  # K λ rows
-    # one step: from the second on, the area term ranks mask values that start out tied
-    # (a smooth mask of ones), and the rounding of a differently batched convolution decides
-    # their order (measured: 6e-4 of the mask after 2 steps, 4e-7 after 1)
-    "extremal_perturbation": dict(max_iter=1, areas=[0.05 * (i + 1) for i in range(K)]),
+    "extremal_perturbation": dict(max_iter=2, areas=[0.05 * (i + 1) for i in range(K)]),
 }
 
 SCRIPT = textwrap.dedent(r"""
@@ -93,10 +90,17 @@ def result():
     return run_on_devices(SCRIPT, json.dumps(CASES))
 
 
+# extremal perturbation's area term ranks the mask values. Mirror-image pixels of the smooth
+# mask are equal up to rounding, which the two programs do differently, so the order of such a
+# pair (and which of them the reference calls inside the area) can differ: measured 2.7e-4
+# (absolute) of a mask after 1 step, 6e-4 after 2, 6.4e-5 relative to the heatmap's scale
+TOL = {"extremal_perturbation": 5e-4}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_images_on_eight_devices_equal_one_device(result, name):
     assert result[name]["leaves"] >= 1
-    assert result[name]["rel"] <= 1e-5, result[name]
+    assert result[name]["rel"] <= TOL.get(name, 1e-5), result[name]
 
 
 @pytest.mark.parametrize("name", list(CASES))

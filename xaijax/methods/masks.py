@@ -695,7 +695,9 @@ def extremal_perturbation(model: Any, x: Array, target: Array, *,
         p = optax.projections.projection_box(optax.apply_updates(state.mask, u), 0.0, 1.0)
         return MaskState(p, os), (r, regul)
 
-    p0 = shard_inner(jnp.ones((b,) + geom.shape_in, jnp.float32))
+    # behind a barrier: with max_iter=1 the scan is unrolled and XLA would constant-fold the
+    # first step's mask and area ranking from the constant start (~10 s of compile at 32 px)
+    p0 = shard_inner(jax.lax.optimization_barrier(jnp.ones((b,) + geom.shape_in, jnp.float32)))
     state, (rs, regs) = jax.lax.scan(body, MaskState(p0, opt.init(p0)), jnp.arange(max_iter))
     masks = smooth_mask(state.mask, geom)[0].reshape(n, k, h, w)
     rs = jnp.moveaxis(rs.reshape(max_iter, n, k), 1, 0)                 # (N, max_iter, A)
