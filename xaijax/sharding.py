@@ -138,21 +138,26 @@ def constrain_batch(mesh: Mesh, n: int, tree: Any) -> Any:
     return jax.tree_util.tree_map(con, tree)
 
 
-# the inner-axis mode: set while a sharded program is being traced (never at run time, so a
-# cached program is never affected); read by shard_inner
+# the inner-axis mode and the split batch's mesh: set while a sharded program is being traced
+# (never at run time, so a cached program is never affected); read by shard_inner and
+# batch_blocks
 _INNER = threading.local()
 
 
 @contextlib.contextmanager
-def inner_axis(mesh: Optional[Mesh]):
-    """Within the block, :func:`shard_inner` splits arrays over ``mesh``'s data axis (``None``:
-    it does nothing). Used while tracing a method whose batch is smaller than the axis."""
-    prev = getattr(_INNER, "mesh", None)
-    _INNER.mesh = mesh
+def _tracing(attr: str, mesh: Optional[Mesh]):
+    prev = getattr(_INNER, attr, None)
+    setattr(_INNER, attr, mesh)
     try:
         yield
     finally:
-        _INNER.mesh = prev
+        setattr(_INNER, attr, prev)
+
+
+def inner_axis(mesh: Optional[Mesh]):
+    """Within the block, :func:`shard_inner` splits arrays over ``mesh``'s data axis (``None``:
+    it does nothing). Used while tracing a method whose batch is smaller than the axis."""
+    return _tracing("mesh", mesh)
 
 
 def shard_inner(tree: Any) -> Any:
@@ -182,16 +187,10 @@ def shard_inner(tree: Any) -> Any:
     return jax.tree_util.tree_map(con, tree)
 
 
-@contextlib.contextmanager
 def batch_axis(mesh: Optional[Mesh]):
     """Within the block, :func:`batch_blocks` is ``mesh``'s data-axis size. Used while tracing
     a method whose batch is split over the axis."""
-    prev = getattr(_INNER, "batch_mesh", None)
-    _INNER.batch_mesh = mesh
-    try:
-        yield
-    finally:
-        _INNER.batch_mesh = prev
+    return _tracing("batch_mesh", mesh)
 
 
 def batch_blocks() -> int:
