@@ -168,7 +168,7 @@ def maxpool(layer: L.Layer, params: dict, x: Array, *, eps: float = EPS) -> Arra
         rx, rr = split(routed)
         din = xa - ra
         small = jnp.abs(din) < eps
-        grad = split(vjp(_dup(gx))[0])[0]
+        grad = jax.vjp(lambda v: layer.forward(params, v), xa)[1](gx)[0]  # input rows only
         return (_dup(jnp.where(small, grad, (rx + rr) / _safe(din, eps))),)
 
     rule.defvjp(fwd, bwd)
